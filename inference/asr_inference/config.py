@@ -1,0 +1,123 @@
+"""Server settings: one pydantic-settings class, read from flags, `ASR_<NAME>` env vars and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Device = str  # "auto" | "cpu" | "cuda" | "cuda:N" (validated below)
+Precision = Literal["fp32", "fp16", "bf16"]
+Family = Literal["auto", "sensevoice", "paraformer", "fun-asr-nano"]
+Hub = Literal["local", "modelscope", "huggingface"]
+
+DEMO_MODEL_DIR = Path(__file__).parent / "models" / "demo"
+
+
+class Settings(BaseSettings):
+    """Every setting of the inference server. Each is also the env var `ASR_<NAME>` and the flag `--<name>`."""
+
+    model_config = SettingsConfigDict(env_prefix="ASR_", extra="ignore", validate_default=True)
+
+    model: str | None = None
+    """Model to serve: an existing local directory (config.yaml + model.pt + tokenizer) or a hub id.
+    Empty: the embedded demo model. A path that looks local but does not exist fails at start, with no hub call."""
+
+    hub: Hub = "local"
+    """Where a non-local `model` id is fetched from (modelscope|huggingface). Unused for local directories."""
+
+    model_revision: str | None = None
+    """Hub revision (tag, branch or commit) of `model`; ignored for local directories."""
+
+    family: Family = "auto"
+    """Model family; `auto` reads it from the directory's config.yaml."""
+
+    device: Device = "auto"
+    """auto (cuda when available, else cpu) | cpu | cuda | cuda:N."""
+
+    precision: Precision = "fp32"
+    """Requested compute precision. fp16/bf16 run under autocast and are checked against fp32 at warm-up; a NaN or
+    a diverging transcript falls back to fp32. On CPU only bf16 is reduced (fp16 falls back to fp32)."""
+
+    max_batch_size: int = Field(16, ge=1, le=1024)
+    """Most items (audio segments) in one forward pass."""
+
+    max_wait_ms: float = Field(10.0, ge=0, le=10_000)
+    """How long the first item of a batch waits for batch-mates before the batch runs anyway."""
+
+    max_batch_audio_s: float = Field(480.0, gt=0)
+    """Most padded audio seconds in one batch (items x longest item): bounds accelerator memory per batch."""
+
+    max_queue_size: int = Field(256, ge=1)
+    """Items waiting for a batch above which new requests are refused with 429 + Retry-After."""
+
+    request_timeout_s: float = Field(120.0, gt=0)
+    """A request still unanswered after this long gets 504 and its queued items are dropped."""
+
+    max_upload_mb: float = Field(100.0, gt=0)
+    """Largest accepted upload (413 above)."""
+
+    max_audio_s: float = Field(3600.0, gt=0)
+    """Longest accepted audio after decoding (413 above)."""
+
+    segment_s: float = Field(30.0, ge=1, le=600)
+    """Audio longer than this is split into windows of this length (with overlap) and stitched."""
+
+    segment_overlap_s: float = Field(2.0, ge=0, le=30)
+    """Overlap between neighbouring windows of long audio; tokens are kept from the window whose centre is nearer."""
+
+    cache_entries: int = Field(256, ge=0)
+    """Result cache size (LRU, keyed by sha256 of the audio bytes + decoding options); 0 turns it off."""
+
+    ncpu: int = Field(0, ge=0)
+    """Torch intra-op threads for inference; 0 = the CPUs this process may use."""
+
+    decode_workers: int = Field(0, ge=0)
+    """Threads for audio decoding and feature extraction (kept off the event loop); 0 = the CPUs this process may use."""
+
+    drain_timeout_s: float = Field(30.0, ge=0)
+    """On SIGTERM: how long queued and in-flight requests may take to finish before the process exits."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level."""
+
+    log_format: Literal["json", "text"] = "json"
+    """json: one JSON object per line; text: human-readable lines."""
+
+    log_file: Path | None = None
+    """Also write logs to this file, rotated by size."""
+
+    log_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    """Rotate `log_file` when it reaches this size."""
+
+    log_backup_count: int = Field(5, ge=0)
+    """Rotated log files kept besides the current one."""
+
+    host: str = "0.0.0.0"
+    """Address to listen on."""
+
+    port: int = Field(8000, ge=1, le=65535)
+    """Port to listen on (HTTP API, health and /metrics)."""
+
+    api_key: str | None = None
+    """When set, every /v1 request needs `Authorization: Bearer <api_key>`. Health and metrics stay open."""
+
+    served_model_name: str | None = None
+    """Name reported by /v1/models and accepted in the `model` form field; default: the model directory's name."""
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, v: str) -> str:
+        v = v.strip().lower()
+        if v in ("auto", "cpu", "cuda"):
+            return v
+        if v.startswith("cuda:") and v[5:].isdigit():
+            return v
+        raise ValueError("device must be auto, cpu, cuda or cuda:N")
+
+    @field_validator("model", "api_key", "served_model_name", "model_revision", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: object) -> object:
+        return None if v == "" else v

@@ -1,0 +1,94 @@
+"""Prometheus metrics of the inference server: prefixed `asr_`, unit-suffixed, low-cardinality labels.
+
+Every metric lives on a registry owned by one `Metrics` object (one per app), so tests and several apps in one
+process never collide. `metric_names()` is the list other components (the Helm dashboard, alerts) check against.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+STAGES = ("decode", "features", "inference", "postprocess")
+_BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
+_AUDIO_S_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 240, 480, 960, 1920)
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """All server metrics on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.queue_depth = Gauge(
+            "asr_queue_depth", "Items (audio segments) waiting for a batch: the autoscaling signal.", registry=r
+        )
+        self.inflight_requests = Gauge(
+            "asr_inflight_requests", "Transcription requests being handled.", registry=r
+        )
+        self.batch_size = Histogram(
+            "asr_batch_size", "Items per forward pass.", buckets=_BATCH_SIZE_BUCKETS, registry=r
+        )
+        self.batch_audio_seconds = Histogram(
+            "asr_batch_audio_seconds",
+            "Audio seconds per forward pass (sum of items).",
+            buckets=_AUDIO_S_BUCKETS,
+            registry=r,
+        )
+        self.request_duration_seconds = Histogram(
+            "asr_request_duration_seconds",
+            "Transcription request latency, receipt to response.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_duration_seconds = Histogram(
+            "asr_stage_duration_seconds",
+            "Time per pipeline stage: decode and features per item, inference and postprocess per batch.",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.audio_seconds_total = Counter(
+            "asr_audio_seconds", "Audio seconds transcribed (successful requests).", registry=r
+        )
+        self.requests_total = Counter(
+            "asr_requests", "Transcription requests by HTTP status code.", ["code"], registry=r
+        )
+        self.model_ready = Gauge("asr_model_ready", "1 once the model is loaded and warmed, else 0.", registry=r)
+        self.precision_fallback_total = Counter(
+            "asr_precision_fallback",
+            "Times the requested reduced precision failed the warm-up check and fp32 was served instead.",
+            registry=r,
+        )
+        self.cache_hits_total = Counter("asr_cache_hits", "Result-cache hits.", registry=r)
+        self.cache_misses_total = Counter("asr_cache_misses", "Result-cache misses.", registry=r)
+        self.batch_retries_total = Counter(
+            "asr_batch_retries",
+            "Batches whose forward raised and were retried item by item to isolate the failing item.",
+            registry=r,
+        )
+        self.gpu_memory_allocated_bytes = Gauge(
+            "asr_gpu_memory_allocated_bytes", "CUDA memory held by tensors (torch allocator).", registry=r
+        )
+        self.gpu_memory_reserved_bytes = Gauge(
+            "asr_gpu_memory_reserved_bytes", "CUDA memory reserved by the torch caching allocator.", registry=r
+        )
+        self.gpu_memory_total_bytes = Gauge(
+            "asr_gpu_memory_total_bytes", "Total memory of the CUDA device in use.", registry=r
+        )
+        for stage in STAGES:  # pre-create the label sets so every series exists from the first scrape
+            self.stage_duration_seconds.labels(stage=stage)
+
+
+def metric_names() -> set[str]:
+    """Names of every sample series the server can export (histogram `_bucket/_sum/_count`, counter `_total`)."""
+    names: set[str] = set()
+    for family in Metrics().registry.collect():
+        names.update(sample.name for sample in family.samples)
+        if family.type == "counter":
+            names.add(family.name + "_total")
+        elif family.type == "histogram":
+            names.update(family.name + s for s in ("_bucket", "_sum", "_count"))
+        else:
+            names.add(family.name)
+    return names
