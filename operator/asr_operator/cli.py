@@ -1,0 +1,55 @@
+"""`asr-operator`: run the kopf operator configured from ASR_OPERATOR_* env vars (see settings.py)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+import kopf
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .settings import OperatorSettings
+
+    parser = argparse.ArgumentParser(
+        prog="asr-operator",
+        description="Reconcile ASRDeployment resources (asr-platform.io/v1alpha1). "
+        "Configured by ASR_OPERATOR_* env vars: WATCH_NAMESPACES, INFERENCE_IMAGE, PEERING_NAME, "
+        "LIVENESS_PORT, METRICS_PORT, LOG_LEVEL, RESYNC_INTERVAL_S.",
+    )
+    parser.add_argument("--print-settings", action="store_true", help="print the effective settings and exit")
+    args = parser.parse_args(argv)
+
+    config = OperatorSettings()
+    if args.print_settings:
+        print(config.model_dump_json(indent=2))
+        return 0
+
+    logging.basicConfig(
+        level=getattr(logging, config.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if config.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(config.metrics_port)
+
+    registry = kopf.OperatorRegistry()
+    from .handlers import register
+
+    register(registry, config)
+    kopf.run(
+        registry=registry,
+        clusterwide=config.clusterwide,
+        namespaces=config.namespaces,
+        standalone=not config.peering_name,
+        peering_name=config.peering_name or None,
+        liveness_endpoint=config.liveness_endpoint,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,193 @@
+"""A small REST layer over the kubernetes client (any kind, by path) and create-or-patch with drift detection.
+
+Patches are JSON merge patches (application/merge-patch+json) computed three-way: the desired manifest, plus
+`null` for every map key the operator applied last time (kept in the LAST_APPLIED annotation) and no longer
+wants. Lists are replaced whole, as merge patch does. A child is patched only when the desired manifest is not
+already a subset of the live object (server defaults and fields other controllers own are left alone).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+LAST_APPLIED = "asr-platform.io/last-applied"
+
+
+@dataclass(frozen=True)
+class Kind:
+    group: str
+    version: str
+    plural: str
+    kind: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        out = f"{base}/namespaces/{namespace}/{self.plural}"
+        if name:
+            out += f"/{name}"
+        if subresource:
+            out += f"/{subresource}"
+        return out
+
+
+KINDS: dict[str, Kind] = {
+    k.kind: k
+    for k in (
+        Kind("", "v1", "configmaps", "ConfigMap"),
+        Kind("apps", "v1", "deployments", "Deployment"),
+        Kind("", "v1", "services", "Service"),
+        Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
+        Kind("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject"),
+        Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
+        Kind("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
+        Kind("asr-platform.io", "v1alpha1", "asrdeployments", "ASRDeployment"),
+    )
+}
+
+
+class Kube:
+    """Synchronous JSON access to any namespaced resource. Raises ApiException on a non-2xx answer."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.api = api_client
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster service account, else the kubeconfig named by $KUBECONFIG (read now, not at import)."""
+        configuration = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(
+                config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
+            )
+        return cls(kubernetes.client.ApiClient(configuration))
+
+    def request(
+        self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        req = self.api.param_serialize(
+            method=method, resource_path=path, header_params=headers, body=body, auth_settings=["BearerToken"]
+        )
+        resp = self.api.call_api(*req, _request_timeout=(10, 30))
+        resp.read()
+        if not 200 <= resp.status <= 299:
+            raise ApiException(http_resp=resp, body=(resp.data or b"").decode(errors="replace"))
+        data = resp.data
+        return json.loads(data) if data else {}
+
+    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self.request("GET", kind.path(namespace, name))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        return self.request("POST", kind.path(namespace), body)
+
+    def patch(
+        self, kind: Kind, namespace: str, name: str, patch: dict[str, Any], subresource: str | None = None
+    ) -> dict[str, Any]:
+        return self.request("PATCH", kind.path(namespace, name, subresource), patch, "application/merge-patch+json")
+
+    def delete(self, kind: Kind, namespace: str, name: str) -> bool:
+        try:
+            self.request("DELETE", kind.path(namespace, name), {"propagationPolicy": "Background"})
+        except ApiException as e:
+            if e.status == 404:
+                return False
+            raise
+        return True
+
+
+def is_subset(desired: Any, live: Any) -> bool:
+    """True when every map key in `desired` is in `live` with an equal value (lists: same length, each item
+    a subset of its counterpart), so defaults the API server adds do not count as drift."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(desired) == len(live)
+            and all(is_subset(d, x) for d, x in zip(desired, live, strict=True))
+        )
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return desired is live
+    if isinstance(desired, int | float) and isinstance(live, int | float):
+        return float(desired) == float(live)
+    return bool(desired == live)
+
+
+def _removals(last: Any, desired: Any, keep: frozenset[tuple[str, ...]], path: tuple[str, ...]) -> Any:
+    """Merge-patch fragment with None for keys of `last` that `desired` no longer has (maps only)."""
+    if not isinstance(last, dict) or not isinstance(desired, dict):
+        return None
+    out: dict[str, Any] = {}
+    for key, old in last.items():
+        sub = (*path, key)
+        if sub in keep:
+            continue
+        if key not in desired:
+            out[key] = None
+        else:
+            nested = _removals(old, desired[key], keep, sub)
+            if nested:
+                out[key] = nested
+    return out
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(a)
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def with_last_applied(desired: dict[str, Any]) -> dict[str, Any]:
+    """The manifest with the annotation that records it (for removing keys the next time)."""
+    out = copy.deepcopy(desired)
+    record = json.dumps(desired, sort_keys=True, separators=(",", ":"))
+    out.setdefault("metadata", {}).setdefault("annotations", {})[LAST_APPLIED] = record
+    return out
+
+
+def three_way_patch(
+    live: dict[str, Any], desired: dict[str, Any], keep: frozenset[tuple[str, ...]] = frozenset()
+) -> dict[str, Any]:
+    """Merge patch turning `live` into `desired`, also removing map keys set by the previous apply."""
+    raw = (live.get("metadata", {}).get("annotations") or {}).get(LAST_APPLIED)
+    try:
+        last = json.loads(raw) if raw else {}
+    except ValueError:
+        last = {}
+    removals = _removals(last, desired, keep, ()) or {}
+    return _merge(removals, with_last_applied(desired))
+
+
+def strip_path(obj: dict[str, Any], path: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of `obj` without the key at `path` (e.g. ("spec", "replicas"))."""
+    out = copy.deepcopy(obj)
+    node: Any = out
+    for key in path[:-1]:
+        node = node.get(key)
+        if not isinstance(node, dict):
+            return out
+    node.pop(path[-1], None)
+    return out

@@ -1,0 +1,200 @@
+"""Reconciliation: desired children from the builders, create-or-patch each, delete the unwanted ones.
+
+Kept free of kopf's handler machinery so the handlers stay thin; errors are classified here into
+`InvalidSpec` (permanent: the spec cannot work) and `ChildApiError` (with a retry hint).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import kopf
+from kubernetes.client.exceptions import ApiException
+
+from .builders import ASR, desired_children
+from .kube import KINDS, Kube, is_subset, strip_path, three_way_patch, with_last_applied
+from .spec import KIND, InvalidSpec, parse_spec
+
+REPLICAS_PATH = ("spec", "replicas")
+
+
+def plain(obj: Any) -> Any:
+    """A deep copy made of plain dicts and lists (kopf bodies are read-only mapping views)."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    return copy.deepcopy(obj)
+
+
+def asr_from_body(body: Mapping[str, Any], default_image: str) -> ASR:
+    meta = body.get("metadata") or {}
+    return ASR(
+        name=str(meta.get("name")),
+        namespace=str(meta.get("namespace")),
+        spec=parse_spec(body.get("spec")),
+        default_image=default_image,
+    )
+
+
+@dataclass
+class ChildApiError(Exception):
+    """The API server refused an operation on a child."""
+
+    kind: str
+    name: str
+    operation: str
+    status: int
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.kind}/{self.name}: HTTP {self.status}: {self.detail}"
+
+    @property
+    def reason(self) -> str:
+        if self.status == 404 and self.operation == "create":
+            return "MissingAPI"
+        reasons = {403: "Forbidden", 409: "Conflict", 400: "Rejected", 422: "Rejected"}
+        return reasons.get(self.status, "ApiError")
+
+    @property
+    def permanent(self) -> bool:
+        """The server will refuse the same manifest again: only a spec change helps."""
+        return self.status in (400, 422)
+
+    @property
+    def retry_delay(self) -> float:
+        return {403: 60.0, 404: 60.0, 409: 2.0}.get(self.status, 10.0)
+
+
+def _api_error(e: ApiException, kind: str, name: str, operation: str) -> ChildApiError:
+    detail = str(e.reason or "")
+    if e.status == 404 and operation == "create":
+        k = KINDS[kind]
+        detail = f"{k.api_version} {k.plural} is not served by this cluster (is its operator/CRD installed?)"
+    elif e.body:
+        detail = f"{detail}: {str(e.body)[:300]}"
+    return ChildApiError(kind, name, operation, int(e.status or 0), detail)
+
+
+def _owner_uid(obj: Mapping[str, Any]) -> str | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("controller"):
+            return str(ref.get("uid"))
+    return None
+
+
+def apply_child(
+    kube: Kube,
+    desired: dict[str, Any],
+    owner: Mapping[str, Any],
+    *,
+    autoscaled: bool = False,
+    live: dict[str, Any] | None = None,
+    fetch: bool = True,
+) -> tuple[dict[str, Any], str]:
+    """Create the child, or patch it when it drifted from `desired` (never create-or-ignore).
+
+    With autoscaling the Deployment's replica count belongs to the autoscaler: it is set at creation only.
+    Returns the live object and what was done: "created", "patched" or "unchanged".
+    """
+    desired = copy.deepcopy(desired)
+    kopf.adopt(desired, owner=owner)  # type: ignore[arg-type]
+    kind, meta = KINDS[desired["kind"]], desired["metadata"]
+    name, namespace = meta["name"], meta["namespace"]
+    keep: frozenset[tuple[str, ...]] = frozenset()
+    recorded = desired
+    if autoscaled and kind.kind == "Deployment":
+        recorded = strip_path(desired, REPLICAS_PATH)
+        keep = frozenset({REPLICAS_PATH})
+    try:
+        if live is None and fetch:
+            live = kube.get(kind, namespace, name)
+        if live is None:
+            body = with_last_applied(recorded)
+            if recorded is not desired:
+                body["spec"]["replicas"] = desired["spec"]["replicas"]
+            try:
+                return kube.create(kind, namespace, body), "created"
+            except ApiException as e:
+                if e.status != 409:
+                    raise
+                live = kube.get(kind, namespace, name)  # created meanwhile (a child event): patch it
+                if live is None:
+                    raise
+        if is_subset(with_last_applied(recorded), live):
+            return live, "unchanged"
+        return kube.patch(kind, namespace, name, three_way_patch(live, recorded, keep)), "patched"
+    except ApiException as e:
+        operation = "create" if live is None else "patch"
+        raise _api_error(e, kind.kind, name, operation) from e
+
+
+def delete_child(kube: Kube, kind_name: str, namespace: str, name: str, owner_uid: str | None) -> bool:
+    """Delete a child that is no longer wanted — only if this ASRDeployment owns it."""
+    kind = KINDS[kind_name]
+    try:
+        live = kube.get(kind, namespace, name)
+        if live is None or (owner_uid is not None and _owner_uid(live) != owner_uid):
+            return False
+        return kube.delete(kind, namespace, name)
+    except ApiException as e:
+        if e.status == 404:  # the resource type itself is not served: nothing to delete
+            return False
+        raise _api_error(e, kind_name, name, "delete") from e
+
+
+def reconcile(kube: Kube, body: Mapping[str, Any], default_image: str) -> tuple[ASR, dict[str, Any] | None]:
+    """Bring every child in line with the spec. Returns the ASR and the live Deployment.
+
+    Raises InvalidSpec or ChildApiError.
+    """
+    asr = asr_from_body(body, default_image)
+    owner = plain(body)
+    present, absent = desired_children(asr)
+    deployment: dict[str, Any] | None = None
+    for obj in present:
+        result, _ = apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled)
+        if obj["kind"] == "Deployment":
+            deployment = result
+    uid = (owner.get("metadata") or {}).get("uid")
+    for kind_name, name in absent:
+        delete_child(kube, kind_name, asr.namespace, name, uid)
+    return asr, deployment
+
+
+def repair_child(
+    kube: Kube, child: Mapping[str, Any], deleted: bool, default_image: str
+) -> tuple[dict[str, Any], ASR, dict[str, Any], str] | None:
+    """Restore one child after an edit or deletion by hand.
+
+    Returns (owner, asr, live child, action) or None when the child has no live owner or is not wanted.
+    """
+    meta = child.get("metadata") or {}
+    uid = _owner_uid(child)
+    refs = [r for r in meta.get("ownerReferences") or [] if r.get("kind") == KIND and r.get("controller")]
+    if not refs or uid is None:
+        return None
+    namespace = str(meta.get("namespace"))
+    try:
+        owner = kube.get(KINDS[KIND], namespace, str(refs[0].get("name")))
+    except ApiException as e:
+        raise _api_error(e, KIND, str(refs[0].get("name")), "get") from e
+    if owner is None or owner["metadata"].get("uid") != uid or owner["metadata"].get("deletionTimestamp"):
+        return None
+    try:
+        asr = asr_from_body(owner, default_image)
+    except InvalidSpec:
+        return None  # the owner's own handler reports it
+    present, _ = desired_children(asr)
+    for obj in present:
+        if obj["kind"] == child.get("kind") and obj["metadata"]["name"] == meta.get("name"):
+            live = None if deleted else plain(child)
+            result, action = apply_child(
+                kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled, live=live, fetch=deleted
+            )
+            return owner, asr, result, action
+    return None

@@ -1,0 +1,171 @@
+"""The ASRDeployment status, computed from the owned Deployment and the last reconcile outcome (pure)."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+CONDITION_TYPES = (READY, PROGRESSING, DEGRADED)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the reconcile step learned: None fields mean 'keep what the status says'."""
+
+    ok: bool
+    reason: str = "Reconciled"
+    message: str = ""
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _condition(
+    previous: dict[str, dict[str, Any]],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int | None,
+    timestamp: str,
+) -> dict[str, Any]:
+    value = "True" if status else "False"
+    old = previous.get(type_)
+    transition = old.get("lastTransitionTime") if old and old.get("status") == value else None
+    cond: dict[str, Any] = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": transition or timestamp,
+    }
+    if generation is not None:
+        cond["observedGeneration"] = generation
+    return cond
+
+
+def deployment_progress(deployment: dict[str, Any] | None) -> tuple[int, int, int, int, bool, str]:
+    """(desired, current, ready, updated, rollout failed, failure message) of a Deployment."""
+    if not deployment:
+        return 0, 0, 0, 0, False, ""
+    spec = deployment.get("spec") or {}
+    st = deployment.get("status") or {}
+    desired = int(spec.get("replicas", 1) or 0)
+    failed, message = False, ""
+    for c in st.get("conditions") or []:
+        if c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded":
+            failed, message = True, c.get("message", "progress deadline exceeded")
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            failed, message = True, c.get("message", "replica failure")
+    return (
+        desired,
+        int(st.get("replicas", 0) or 0),
+        int(st.get("readyReplicas", 0) or 0),
+        int(st.get("updatedReplicas", 0) or 0),
+        failed,
+        message,
+    )
+
+
+def compute_status(
+    current: dict[str, Any] | None,
+    *,
+    generation: int | None,
+    deployment: dict[str, Any] | None,
+    outcome: Outcome | None,
+    endpoint: str,
+    selector: str,
+    image: str | None = None,
+    timestamp: str | None = None,
+) -> dict[str, Any]:
+    """The full status. `outcome` None (a Deployment event, not a reconcile) keeps observedGeneration and the
+    reconcile part of Degraded from `current`."""
+    current = current or {}
+    timestamp = timestamp or now()
+    previous: dict[str, dict[str, Any]] = {
+        str(c.get("type")): c for c in current.get("conditions") or [] if isinstance(c, dict)
+    }
+    desired, replicas, ready, updated, rollout_failed, rollout_message = deployment_progress(deployment)
+
+    if outcome is None:
+        observed = current.get("observedGeneration")
+        old = previous.get(DEGRADED, {})
+        spec_problem = old.get("status") == "True" and old.get("reason") not in ("RolloutFailed",)
+        outcome = Outcome(False, old.get("reason", "Error"), old.get("message", "")) if spec_problem else Outcome(True)
+    else:
+        observed = generation if outcome.ok else current.get("observedGeneration")
+
+    if not outcome.ok:
+        degraded = (True, outcome.reason, outcome.message)
+    elif rollout_failed:
+        degraded = (True, "RolloutFailed", rollout_message)
+    else:
+        degraded = (False, "AsExpected", "")
+
+    if deployment is None:
+        ready_c = (False, "NoDeployment", "the Deployment does not exist yet")
+    elif desired == 0:
+        ready_c = (False, "ScaledToZero", "replicas is 0")
+    elif ready >= 1:
+        ready_c = (True, "MinimumReplicasReady", f"{ready}/{desired} replicas ready")
+    else:
+        ready_c = (False, "NoReplicasReady", f"0/{desired} replicas ready (the model may still be loading)")
+
+    is_ready = ready_c[0]
+    rolling = deployment is not None and (updated < desired or ready < desired or replicas > desired)
+    if not outcome.ok:
+        prog_c = (False, outcome.reason, outcome.message)
+    elif rolling:
+        prog_c = (True, "RollingOut", f"{updated} updated, {ready} ready of {desired}")
+    else:
+        prog_c = (False, "Complete", "all replicas are updated and ready")
+
+    if not outcome.ok and outcome.reason == "InvalidSpec":
+        phase = "Failed"
+    elif degraded[0]:
+        phase = "Degraded"
+    elif is_ready and not rolling:
+        phase = "Ready"
+    elif is_ready or rolling:
+        phase = "Progressing"
+    else:
+        phase = "Pending"
+
+    status: dict[str, Any] = {
+        "phase": phase,
+        "replicas": replicas,
+        "readyReplicas": ready,
+        "endpoint": endpoint,
+        "selector": selector,
+        "conditions": [
+            _condition(previous, READY, *ready_c, generation, timestamp),
+            _condition(previous, PROGRESSING, *prog_c, generation, timestamp),
+            _condition(previous, DEGRADED, *degraded, generation, timestamp),
+        ],
+    }
+    if observed is not None:
+        status["observedGeneration"] = observed
+    if image:
+        status["image"] = image
+    elif current.get("image"):
+        status["image"] = current["image"]
+    return status
+
+
+def status_changed(current: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether writing `new` changes anything but timestamps."""
+    current = current or {}
+
+    def strip(st: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in st.items() if k in new}
+        out["conditions"] = [
+            {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in st.get("conditions") or []
+        ]
+        return out
+
+    return strip(current) != strip(new)
