@@ -19,14 +19,21 @@ DEMO_MODEL_DIR = Path(__file__).parent / "models" / "demo"
 class Settings(BaseSettings):
     """Every setting of the inference server. Each is also the env var `ASR_<NAME>` and the flag `--<name>`."""
 
-    model_config = SettingsConfigDict(env_prefix="ASR_", extra="ignore", validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="ASR_",
+        extra="ignore",
+        validate_default=True,
+        protected_namespaces=(),
+        use_attribute_docstrings=True,
+    )
 
     model: str | None = None
     """Model to serve: an existing local directory (config.yaml + model.pt + tokenizer) or a hub id.
     Empty: the embedded demo model. A path that looks local but does not exist fails at start, with no hub call."""
 
-    hub: Hub = "local"
-    """Where a non-local `model` id is fetched from (modelscope|huggingface). Unused for local directories."""
+    hub: Hub = "modelscope"
+    """Where a `model` that is not an existing directory is fetched from. `local`: never fetch (a missing directory
+    fails at start). Path-like values (/abs, ./rel, ~) never go to a hub either."""
 
     model_revision: str | None = None
     """Hub revision (tag, branch or commit) of `model`; ignored for local directories."""

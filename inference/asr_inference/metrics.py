@@ -21,11 +21,11 @@ class Metrics:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
         self.queue_depth = Gauge(
-            "asr_queue_depth", "Items (audio segments) waiting for a batch: the autoscaling signal.", registry=r
+            "asr_queue_depth",
+            "Items (audio segments) waiting for a batch: the autoscaling signal.",
+            registry=r,
         )
-        self.inflight_requests = Gauge(
-            "asr_inflight_requests", "Transcription requests being handled.", registry=r
-        )
+        self.inflight_requests = Gauge("asr_inflight_requests", "Transcription requests being handled.", registry=r)
         self.batch_size = Histogram(
             "asr_batch_size", "Items per forward pass.", buckets=_BATCH_SIZE_BUCKETS, registry=r
         )
@@ -71,7 +71,9 @@ class Metrics:
             "asr_gpu_memory_allocated_bytes", "CUDA memory held by tensors (torch allocator).", registry=r
         )
         self.gpu_memory_reserved_bytes = Gauge(
-            "asr_gpu_memory_reserved_bytes", "CUDA memory reserved by the torch caching allocator.", registry=r
+            "asr_gpu_memory_reserved_bytes",
+            "CUDA memory reserved by the torch caching allocator.",
+            registry=r,
         )
         self.gpu_memory_total_bytes = Gauge(
             "asr_gpu_memory_total_bytes", "Total memory of the CUDA device in use.", registry=r

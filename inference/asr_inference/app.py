@@ -1,0 +1,334 @@
+"""`create_app(settings)`: the FastAPI app, its lifespan (load + warm the model in the background so /healthz
+answers at once and /readyz turns 200 when warm), the OpenAI-compatible routes, health, and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from . import formats, model_source
+from .backends import Backend, DecodeOptions, ModelInfo, create_backend
+from .config import Settings
+from .engine import Engine
+from .errors import (
+    ASRError,
+    InvalidRequest,
+    ModelNotFound,
+    NotReady,
+    PayloadTooLarge,
+    RequestTimeout,
+    Unauthorized,
+)
+from .metrics import Metrics
+from .pipeline import Transcriber
+from .warmup import to_wav_bytes, warmup_samples
+
+log = logging.getLogger("asr_inference.app")
+access_log = logging.getLogger("asr_inference.access")
+TRANSCRIBE_PATH = "/v1/audio/transcriptions"
+CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
+
+
+@dataclass
+class ServerState:
+    settings: Settings
+    metrics: Metrics
+    model_name: str
+    backend: Backend | None = None
+    engine: Engine | None = None
+    transcriber: Transcriber | None = None
+    info: ModelInfo | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    load_error: str | None = None
+    started_at: float = field(default_factory=time.monotonic)
+    ready_after_s: float | None = None
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
+    settings, metrics = state.settings, state.metrics
+    loop = asyncio.get_running_loop()
+    backend = await loop.run_in_executor(None, create_backend, settings)
+    await loop.run_in_executor(None, backend.load)
+    engine = Engine(
+        backend,
+        metrics,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_batch_audio_s=settings.max_batch_audio_s,
+        max_queue_size=settings.max_queue_size,
+    )
+    # 1) precision check on a full batch, on the inference thread (fp32 vs the requested reduced precision)
+    samples = warmup_samples(settings)
+    prepared = [await loop.run_in_executor(pool, backend.prepare, s) for s in samples]
+    info = await loop.run_in_executor(engine._executor, backend.warm, prepared)
+    if info.precision_fallback_reason is not None:
+        metrics.precision_fallback_total.inc()
+    # 2) the whole path — decode, features, queue, batch, forward, stitch — with the full batch at once
+    engine.start()
+    transcriber = Transcriber(settings, backend, engine, metrics, pool)
+    uploads = [to_wav_bytes(s) for s in samples]
+    await asyncio.gather(*(transcriber.transcribe(io.BytesIO(u), DecodeOptions()) for u in uploads))
+    transcriber.cache = type(transcriber.cache)(settings.cache_entries)  # warm-up results are not cached
+    state.backend, state.engine, state.transcriber, state.info = backend, engine, transcriber, info
+    if getattr(backend, "device", None) is not None and str(info.device).startswith("cuda"):
+        import torch
+
+        metrics.gpu_memory_total_bytes.set(torch.cuda.get_device_properties(torch.device(info.device)).total_memory)
+    state.ready_after_s = time.monotonic() - state.started_at
+    metrics.model_ready.set(1)
+    state.ready.set()
+    log.info(
+        "ready",
+        extra={"model": info.name, "family": info.family, "device": info.device, "precision": info.precision,
+               "startup_s": round(state.ready_after_s, 2)},
+    )  # fmt: skip
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    source = model_source.resolve(settings)  # a bad --model fails here, before any import or hub call
+    metrics = Metrics()
+    state = ServerState(settings, metrics, source.name)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = ThreadPoolExecutor(max_workers=settings.decode_workers or _cpus(), thread_name_prefix="asr-decode")
+        state.started_at = time.monotonic()
+
+        async def guarded() -> None:
+            try:
+                await _load_and_warm(state, pool)
+            except Exception as exc:
+                state.load_error = f"{type(exc).__name__}: {exc}"
+                log.critical("model failed to load: %s", state.load_error, exc_info=True)
+
+        loader = asyncio.create_task(guarded(), name="asr-load")
+        try:
+            yield
+        finally:
+            loader.cancel()
+            if state.engine is not None:
+                drained = await state.engine.drain(settings.drain_timeout_s)
+                log.info("shutdown", extra={"drained": drained})
+                await state.engine.stop()
+            pool.shutdown(wait=False, cancel_futures=True)
+            metrics.model_ready.set(0)
+
+    app = FastAPI(title="asr-platform inference server", version="0.1.0", lifespan=lifespan)
+    app.state.asr = state
+    app.add_middleware(RequestContextMiddleware, state=state)
+    _install_error_handlers(app)
+    _add_routes(app, state)
+    return app
+
+
+# ---------------------------------------------------------------------------------------------- errors
+def _install_error_handlers(app: FastAPI) -> None:
+    """The one place typed exceptions become HTTP: status + `{"error": {"message", "type", "code"}}`."""
+
+    @app.exception_handler(ASRError)
+    async def _asr_error(request: Request, exc: ASRError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
+        err = InvalidRequest(f"invalid request: {problems}")
+        return JSONResponse(err.body(), status_code=err.status_code)
+
+
+# ---------------------------------------------------------------------------------------------- middleware
+class RequestContextMiddleware:
+    """Pure ASGI (keeps `receive` intact for disconnect detection): request id, early 413 on Content-Length,
+    one JSON log line per transcription request, `asr_requests_total{code}` and request latency."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app = app
+        self.state = state
+        self.limit = int(state.settings.max_upload_mb * 2**20) + 64 * 1024  # multipart overhead
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != TRANSCRIBE_PATH:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        ctx: dict[str, Any] = {"request_id": request_id, "t0": time.perf_counter(), "status": 500}
+        scope.setdefault("state", {})["asr"] = ctx
+        metrics = self.state.metrics
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ctx["status"] = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        metrics.inflight_requests.inc()
+        try:
+            length = int(headers.get(b"content-length", b"0") or 0)
+            if length > self.limit:
+                err = PayloadTooLarge(f"upload exceeds {self.state.settings.max_upload_mb:g} MB")
+                await JSONResponse(err.body(), status_code=err.status_code)(scope, receive, send_wrapper)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        finally:
+            metrics.inflight_requests.dec()
+            elapsed = time.perf_counter() - ctx["t0"]
+            status = ctx.get("override_status") or ctx["status"]
+            metrics.requests_total.labels(code=str(status)).inc()
+            metrics.request_duration_seconds.observe(elapsed)
+            if status == 200 and ctx.get("audio_s"):
+                metrics.audio_seconds_total.inc(ctx["audio_s"])
+            access_log.info(
+                "request",
+                extra={
+                    "request_id": request_id,
+                    "method": scope["method"],
+                    "path": scope["path"],
+                    "status": status,
+                    "duration_ms": round(elapsed * 1000, 2),
+                    "audio_s": round(ctx.get("audio_s", 0.0), 3),
+                    "batch_size": ctx.get("batch_size", 0),
+                    "cache": ctx.get("cache"),
+                },
+            )
+
+
+# ---------------------------------------------------------------------------------------------- routes
+async def _wait_for_disconnect(request: Request) -> None:
+    """Returns when the client goes away. Only called after the body is fully read."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def _add_routes(app: FastAPI, state: ServerState) -> None:
+    settings = state.settings
+
+    def check_auth(request: Request) -> None:
+        if settings.api_key is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or token.strip() != settings.api_key:
+            raise Unauthorized()
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> Response:
+        if state.load_error is not None:
+            return JSONResponse({"status": "error", "error": state.load_error}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        if not state.ready.is_set() or state.info is None:
+            body = {"status": "loading" if state.load_error is None else "error", "model": state.model_name}
+            if state.load_error:
+                body["error"] = state.load_error
+            return JSONResponse(body, status_code=503)
+        info = state.info
+        return JSONResponse(
+            {
+                "status": "ready",
+                "model": info.name,
+                "family": info.family,
+                "device": info.device,
+                "precision": info.precision,
+                "requested_precision": info.requested_precision,
+                "precision_fallback_reason": info.precision_fallback_reason,
+                "max_batch_size": settings.max_batch_size,
+                "startup_seconds": round(state.ready_after_s or 0.0, 3),
+            }
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        if state.engine is not None:
+            state.engine.queue.drop_abandoned()
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/models")
+    async def list_models(request: Request) -> dict[str, Any]:
+        check_auth(request)
+        return {
+            "object": "list",
+            "data": [{"id": state.model_name, "object": "model", "created": 0, "owned_by": "asr-platform"}],
+        }
+
+    @app.post(TRANSCRIBE_PATH, response_model=None)
+    async def transcriptions(
+        request: Request,
+        file: Annotated[UploadFile, File(description="Audio file")],
+        model: Annotated[str | None, Form()] = None,
+        language: Annotated[str | None, Form()] = None,
+        prompt: Annotated[str | None, Form()] = None,
+        response_format: Annotated[str, Form()] = "json",
+        temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
+        timestamp_granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
+    ) -> Response:
+        check_auth(request)
+        ctx = request.scope["state"]["asr"]
+        if not state.ready.is_set() or state.transcriber is None or state.engine is None:
+            raise NotReady()
+        if model and model != state.model_name:
+            raise ModelNotFound(f"model {model!r} is not served here; this server serves {state.model_name!r}")
+        if response_format not in formats.RESPONSE_FORMATS:
+            raise InvalidRequest(
+                f"response_format must be one of {', '.join(formats.RESPONSE_FORMATS)}, not {response_format!r}"
+            )
+        granularities = set(timestamp_granularities or [])
+        if not granularities <= {"segment", "word"}:
+            raise InvalidRequest("timestamp_granularities[] accepts 'segment' and 'word'")
+        lang = (language or "auto").strip().lower()
+        languages = state.backend.languages if state.backend is not None else None
+        if languages is not None and lang not in languages:
+            raise InvalidRequest(f"language {lang!r} is not supported by this model; use one of {sorted(languages)}")
+        options = DecodeOptions(language=lang, use_itn=False, prompt=prompt or None)
+        state.engine.check_capacity()
+
+        budget = settings.request_timeout_s - (time.perf_counter() - ctx["t0"])
+        work = asyncio.create_task(state.transcriber.transcribe(file.file, options))
+        watcher = asyncio.create_task(_wait_for_disconnect(request))
+        done, _ = await asyncio.wait({work, watcher}, timeout=max(budget, 0.001), return_when="FIRST_COMPLETED")
+        if work not in done:
+            work.cancel()  # cancels its queued items: the batcher skips them
+            watcher.cancel()
+            if watcher in done:
+                ctx["override_status"] = CLIENT_CLOSED
+                return Response(status_code=CLIENT_CLOSED)
+            raise RequestTimeout(f"transcription did not finish within {settings.request_timeout_s:g} s")
+        watcher.cancel()
+        transcript, cached = work.result()
+        ctx.update(audio_s=transcript.duration, batch_size=transcript.max_batch_size, cache=cached)
+
+        if response_format == "text":
+            return PlainTextResponse(transcript.text)
+        if response_format == "srt":
+            return PlainTextResponse(formats.to_srt(transcript), media_type="application/x-subrip")
+        if response_format == "vtt":
+            return PlainTextResponse(formats.to_vtt(transcript), media_type="text/vtt")
+        if response_format == "verbose_json":
+            return JSONResponse(
+                formats.to_verbose_json(transcript, words="word" in granularities, model=state.model_name)
+            )
+        return JSONResponse(formats.to_json(transcript))

@@ -1,0 +1,81 @@
+"""The backend protocol: what the batching engine needs from a model, independent of the library behind it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Per-item decoding options (part of the result-cache key)."""
+
+    language: str = "auto"
+    use_itn: bool = False
+    prompt: str | None = None
+
+
+@dataclass
+class Prepared:
+    """One item ready for a forward pass: features (frames x dims) or a waveform, made off the event loop."""
+
+    data: Any  # torch.Tensor; typed loosely so this module does not import torch
+    length: int  # frames (or samples): what padding is measured in
+    duration_s: float
+
+
+@dataclass
+class Token:
+    text: str
+    start_s: float  # relative to the item's start
+    end_s: float
+
+
+@dataclass
+class ItemResult:
+    """What the model made of one item."""
+
+    text: str
+    tokens: list[Token] | None = None  # None when the family gives no token times
+    language: str | None = None
+    emotion: str | None = None
+    event: str | None = None
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    family: str
+    device: str
+    precision: str  # in use (after the warm-up check)
+    requested_precision: str
+    path: str
+    precision_fallback_reason: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Backend(Protocol):
+    """A loaded model. `load` and `warm` run once at start; `prepare` runs on worker threads, many at a time;
+    `transcribe_batch` runs on the single inference thread of the device."""
+
+    info: ModelInfo
+    supports_token_times: bool
+    languages: frozenset[str] | None  # accepted `language` values; None: any (ignored)
+
+    def load(self) -> None: ...
+
+    def prepare(self, samples: np.ndarray) -> Prepared: ...
+
+    def warm(self, items: Sequence[Prepared]) -> ModelInfo:
+        """Run a full batch in fp32 and, if asked, the reduced precision; keep the reduced one only if it gives
+        finite outputs and the same transcripts. Returns the info with the precision actually in use."""
+        ...
+
+    def transcribe_batch(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> list[ItemResult]: ...
+
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        """Join token pieces (from several windows) into text."""
+        ...

@@ -1,0 +1,301 @@
+"""FunASR backend: SenseVoice, Paraformer and Fun-ASR-Nano loaded through `funasr.AutoModel`.
+
+SenseVoice and Paraformer do not go through `AutoModel.generate()` per batch: it spends more time in Python and
+per-clip feature extraction than in the encoder. Features are made per item on worker threads (`prepare`), and
+`transcribe_batch` runs the model's own modules on the padded batch — the same steps as the model's `inference()`,
+with two fixes: per-item language/ITN queries, and (Paraformer) padded encoder frames zeroed before the CIF
+predictor, whose convolution otherwise leaks padding into the last real frames. Fun-ASR-Nano goes through
+`generate()` with tensors (its left-padded LLM batch is exact).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from .. import model_source
+from ..config import Settings
+from ..errors import ModelLoadError
+from .base import DecodeOptions, ItemResult, ModelInfo, Prepared, Token
+
+log = logging.getLogger("asr_inference.backend")
+
+_LFR_FRAME_S = 0.06  # 10 ms shift x LFR n=6
+_EMOTIONS = {"HAPPY", "SAD", "ANGRY", "NEUTRAL", "EMO_UNKNOWN", "FEARFUL", "DISGUSTED", "SURPRISED"}
+_EVENTS = {"Speech", "BGM", "Laughter", "Applause", "Cry", "Sneeze", "Breath", "Cough", "Event_UNK"}
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)
+
+
+class FunASRBackend:
+    """A funasr model served in batches. Not thread-safe: one inference thread per device calls it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.source = model_source.resolve(settings)
+        self.device = resolve_device(settings.device)
+        self.precision = "fp32"
+        self.family = ""
+        self.languages: frozenset[str] | None = None
+        self.supports_token_times = False
+        self.info = ModelInfo(
+            name=self.source.name,
+            family=settings.family,
+            device=str(self.device),
+            precision="fp32",
+            requested_precision=settings.precision,
+            path=self.source.ref,
+        )
+        self._am: Any = None
+        self.model: Any = None
+        self.frontend: Any = None
+        self.tokenizer: Any = None
+
+    # ------------------------------------------------------------------ load
+    def load(self) -> None:
+        from funasr import AutoModel  # ~10 s: only here
+
+        ncpu = self.settings.ncpu or len(os.sched_getaffinity(0))
+        kwargs: dict[str, Any] = {
+            "model": self.source.ref,
+            "disable_update": True,
+            "disable_pbar": True,
+            "disable_log": True,
+            "device": str(self.device),
+            "ncpu": ncpu,  # generate() resets torch's thread count to this on every call
+        }
+        if not self.source.local:
+            kwargs["hub"] = self.source.hub
+            if self.settings.model_revision:
+                kwargs["model_revision"] = self.settings.model_revision
+        try:
+            self._am = AutoModel(**kwargs)
+        except Exception as exc:
+            raise ModelLoadError(f"funasr could not load {self.source.ref!r}: {exc}") from exc
+        self.model = self._am.model
+        self.model.eval()
+        self.frontend = self._am.kwargs.get("frontend")
+        self.tokenizer = self._am.kwargs.get("tokenizer")
+        detected = model_source.family_of(str(self._am.kwargs.get("model", "")))
+        if self.settings.family not in ("auto", detected):
+            raise ModelLoadError(f"family {self.settings.family!r} requested but the model is {detected!r}")
+        self.family = detected
+        if self.frontend is not None and getattr(self.frontend, "dither", 0.0) != 0.0:
+            log.info("setting WavFrontend dither %s -> 0.0 for deterministic results", self.frontend.dither)
+            self.frontend.dither = 0.0
+        self._verify_weights(self._am.kwargs.get("init_param"))
+        if self.family == "sensevoice":
+            self.languages = frozenset(self.model.lid_dict)
+            self.supports_token_times = True
+        elif self.family == "paraformer":
+            self.supports_token_times = True
+        self.info.family = self.family
+        torch.set_num_threads(ncpu)
+        log.info("loaded %s (%s) on %s", self.source.ref, self.family, self.device)
+
+    def _verify_weights(self, init_param: str | None) -> None:
+        """funasr keeps random weights for missing/mismatched keys and only logs it: check the load ourselves."""
+        if not init_param or not os.path.isfile(init_param):
+            raise ModelLoadError(f"model weights not found (init_param={init_param!r})")
+        src = torch.load(init_param, map_location="cpu", weights_only=False)
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(src, dict) and isinstance(src.get(key), dict):
+                src = src[key]
+        src = {k.removeprefix("module."): v for k, v in src.items() if isinstance(v, torch.Tensor)}
+        # Fun-ASR-Nano's LLM weights come from its own sub-directory, not model.pt.
+        optional = ("llm.",) if self.family == "fun-asr-nano" else ()
+        missing, differing = [], []
+        for name, tensor in self.model.state_dict().items():
+            ref = src.get(name)
+            if ref is None:
+                if not name.startswith(optional):
+                    missing.append(name)
+            elif ref.shape != tensor.shape or not torch.equal(ref.to(tensor.device, tensor.dtype), tensor):
+                differing.append(name)
+        if missing or differing:
+            raise ModelLoadError(
+                f"model.pt did not load into the model: {len(missing)} parameters missing from the checkpoint "
+                f"(e.g. {missing[:3]}), {len(differing)} differ in shape or value (e.g. {differing[:3]}); "
+                "funasr would have served random weights for them"
+            )
+
+    # ------------------------------------------------------------------ per item (worker threads)
+    def prepare(self, samples: np.ndarray) -> Prepared:
+        wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+        duration = len(samples) / 16000
+        if self.family == "fun-asr-nano":
+            return Prepared(wave, len(samples), duration)
+        with torch.inference_mode():
+            feats, _ = self.frontend(wave[None, :], [wave.shape[0]])
+        return Prepared(feats[0], int(feats.shape[1]), duration)
+
+    # ------------------------------------------------------------------ precision
+    def _autocast(self, precision: str) -> contextlib.AbstractContextManager[Any]:
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def warm(self, items: Sequence[Prepared]) -> ModelInfo:
+        requested = self.settings.precision
+        options = [DecodeOptions()] * len(items)
+        reference, _ = self._run(items, options, "fp32")
+        candidate, reason = requested, None
+        if requested == "fp16" and self.device.type == "cpu":
+            candidate, reason = "fp32", "fp16 is not supported on CPU (only bf16 is reduced there)"
+        if candidate != "fp32":
+            try:
+                reduced, finite = self._run(items, options, candidate)
+            except Exception as exc:  # a dtype error in some op is a failed check, not a failed start
+                reduced, finite, reason = [], True, f"{candidate} forward raised {type(exc).__name__}: {exc}"
+            if reason is None and not finite:
+                reason = f"{candidate} produced NaN/inf outputs on the warm-up batch"
+            elif reason is None:
+                differ = sum(a.text != b.text for a, b in zip(reference, reduced, strict=True))
+                if differ:
+                    reason = f"{candidate} transcripts differ from fp32 on {differ} of {len(items)} warm-up items"
+            if reason is not None:
+                candidate = "fp32"
+        if reason is not None:
+            log.warning("precision %s requested; serving fp32: %s", requested, reason)
+        self.precision = candidate
+        self.info.precision = candidate
+        self.info.precision_fallback_reason = reason
+        return self.info
+
+    # ------------------------------------------------------------------ batch (inference thread)
+    def transcribe_batch(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> list[ItemResult]:
+        results, _ = self._run(items, options, self.precision)
+        return results
+
+    def _run(
+        self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str
+    ) -> tuple[list[ItemResult], bool]:
+        with torch.inference_mode(), self._autocast(precision):
+            if self.family == "sensevoice":
+                return self._sensevoice(items, options)
+            if self.family == "paraformer":
+                return self._paraformer(items, options)
+            return self._nano(items, options, precision)
+
+    def _padded(self, items: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = pad_sequence([it.data for it in items], batch_first=True).to(self.device)
+        lengths = torch.tensor([it.length for it in items], dtype=torch.int32, device=self.device)
+        return feats, lengths
+
+    def _sensevoice(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> tuple[list[ItemResult], bool]:
+        m = self.model
+        speech, lengths = self._padded(items)
+        dev = speech.device
+        lang = torch.tensor([[m.lid_dict.get(o.language, 0)] for o in options], device=dev)
+        norm = torch.tensor([[m.textnorm_dict["withitn" if o.use_itn else "woitn"]] for o in options], device=dev)
+        event_emo = m.embed(torch.tensor([[1, 2]], device=dev)).repeat(speech.size(0), 1, 1)
+        speech = torch.cat((m.embed(lang), event_emo, m.embed(norm), speech.to(m.embed.weight.dtype)), dim=1)
+        lengths = lengths + 4
+        encoder_out, encoder_lens = m.encoder(speech, lengths)
+        if isinstance(encoder_out, tuple):
+            encoder_out = encoder_out[0]
+        logits = m.ctc.log_softmax(encoder_out).float()
+        finite = bool(torch.isfinite(logits).all())
+        best = logits.argmax(dim=-1).cpu()
+        lens = encoder_lens.cpu().tolist()
+        sp = self.tokenizer.sp
+        results = []
+        for i, n in enumerate(lens):
+            tags = [sp.IdToPiece(int(t)).strip("<|>") for t in best[i, :4]]
+            ids, counts = torch.unique_consecutive(best[i, 4:n], return_counts=True)
+            tokens, frame = [], 0
+            for tok, cnt in zip(ids.tolist(), counts.tolist(), strict=True):
+                piece = sp.IdToPiece(tok)
+                if piece.startswith("<|") and piece.endswith("|>"):
+                    tags.append(piece.strip("<|>"))  # a rich tag inside the speech: metadata, never text
+                elif tok != m.blank_id:
+                    tokens.append(Token(piece, frame * _LFR_FRAME_S, (frame + cnt) * _LFR_FRAME_S))
+                frame += cnt
+            results.append(
+                ItemResult(
+                    text=self.detokenize([t.text for t in tokens]),
+                    tokens=tokens,
+                    language=tags[0] if tags[0] in m.lid_dict else None,
+                    emotion=next((t for t in tags[1:] if t in _EMOTIONS), None),
+                    event=next((t for t in tags[1:] if t in _EVENTS), None),
+                )
+            )
+        return results, finite
+
+    def _paraformer(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> tuple[list[ItemResult], bool]:
+        from funasr.utils.timestamp_tools import ts_prediction_lfr6_standard
+
+        m = self.model
+        speech, lengths = self._padded(items)
+        encoder_out, encoder_lens = m.encode(speech, lengths)
+        if isinstance(encoder_out, tuple):
+            encoder_out = encoder_out[0]
+        # Zero padded frames: CifPredictorV2's convolution would otherwise mix them into real frames' alphas.
+        valid = torch.arange(encoder_out.size(1), device=encoder_out.device)[None, :] < encoder_lens[:, None]
+        encoder_out = encoder_out * valid.unsqueeze(-1).to(encoder_out.dtype)
+        acoustic, token_len, alphas, peaks = m.calc_predictor(encoder_out, encoder_lens)
+        token_len = token_len.round().long()
+        finite = bool(torch.isfinite(alphas).all())
+        if int(token_len.max()) < 1:
+            return [ItemResult(text="", tokens=[]) for _ in items], finite
+        decoder_out, _ = m.cal_decoder_with_predictor(encoder_out, encoder_lens, acoustic, token_len)
+        decoder_out = decoder_out.float()
+        finite = finite and bool(torch.isfinite(decoder_out).all())
+        results = []
+        for i in range(len(items)):
+            ids = decoder_out[i, : int(token_len[i])].argmax(dim=-1).tolist()
+            ids = [t for t in ids if t not in (m.sos, m.eos, m.blank_id)]
+            pieces = self.tokenizer.ids2tokens(ids)
+            tokens: list[Token] | None = None
+            try:
+                n = int(encoder_lens[i])
+                _, stamps = ts_prediction_lfr6_standard(alphas[i, : n + 1], peaks[i, : n + 1], list(pieces))
+                if len(stamps) == len(pieces):
+                    tokens = [Token(p, s / 1000, e / 1000) for p, (s, e) in zip(pieces, stamps, strict=True)]
+            except Exception:  # timestamps are a bonus; the text stands without them
+                tokens = None
+            results.append(ItemResult(text=self.detokenize(pieces), tokens=tokens))
+        return results, finite
+
+    def _nano(
+        self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str
+    ) -> tuple[list[ItemResult], bool]:
+        ordered: list[ItemResult | None] = [None] * len(items)
+        for group in dict.fromkeys(options):  # generate() takes one set of options per call
+            idx = [i for i, o in enumerate(options) if o == group]
+            kwargs: dict[str, Any] = {"batch_size": len(idx)}
+            if group.language != "auto":
+                kwargs["language"] = group.language
+            if group.prompt:
+                kwargs["hotwords"] = group.prompt
+            out = self._am.generate(input=[items[i].data for i in idx], **kwargs)
+            for i, res in zip(idx, out, strict=True):
+                language = group.language if group.language != "auto" else None
+                ordered[i] = ItemResult(text=str(res.get("text", "")).strip(), language=language)
+        return [r if r is not None else ItemResult("") for r in ordered], True
+
+    # ------------------------------------------------------------------ text
+    def detokenize(self, tokens: Sequence[str]) -> str:
+        if not tokens:
+            return ""
+        if self.family == "sensevoice":
+            return "".join(tokens).replace("\u2581", " ").strip()
+        if self.family == "paraformer":
+            from funasr.utils.postprocess_utils import sentence_postprocess
+
+            return str(sentence_postprocess(list(tokens))[0]).strip()
+        return "".join(tokens).strip()

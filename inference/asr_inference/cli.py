@@ -1,0 +1,80 @@
+"""`asr-serve` / `python -m asr_inference`: flags generated from `Settings` (one flag per field)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, get_args
+
+from pydantic import ValidationError
+
+from .config import Settings
+from .errors import ModelLoadError
+from .logging_setup import configure_logging
+
+log = logging.getLogger("asr_inference")
+
+
+def _doc(name: str) -> str:
+    """The field's docstring (pydantic keeps it as the description when use_attribute_docstrings is on)."""
+    field = Settings.model_fields[name]
+    return " ".join((field.description or "").split())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asr-serve",
+        description="Batched FunASR speech-recognition server with an OpenAI-compatible API. "
+        "Every flag is also the env var ASR_<NAME>.",
+    )
+    for name, field in Settings.model_fields.items():
+        choices = [c for c in get_args(field.annotation) if isinstance(c, str)] or None
+        flag = "--" + name.replace("_", "-")
+        default = field.default if field.default is not None else "unset"
+        parser.add_argument(flag, dest=name, default=None, choices=choices, help=f"{_doc(name)} [default: {default}]")
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
+    return Settings(**overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = parse_settings(argv)
+    except ValidationError as exc:
+        print(f"asr-serve: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    import uvicorn
+
+    from .app import create_app
+
+    try:
+        app = create_app(settings)
+    except ModelLoadError as exc:
+        log.critical("cannot serve: %s", exc)
+        print(f"asr-serve: {exc}", file=sys.stderr)
+        return 1
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # our handlers (JSON lines) on the root logger
+        access_log=False,  # one line per request comes from our middleware
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        timeout_keep_alive=30,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    if app.state.asr.load_error is not None:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,240 @@
+"""The dynamic batching engine shared by every request.
+
+Shape follows Ray Serve's `_BatchQueue`: a queue plus a full-batch event; the batcher takes the first waiting
+item, then keeps taking items until the batch is full (`max_batch_size` items or `max_batch_audio_s` padded audio
+seconds) or the first item's deadline passes (`max_wait_ms`, a monotonic deadline that only shrinks). Each batch
+is sorted by length to limit padding and handed to ONE inference thread per device, so the accelerator sees one
+batch at a time while decoding and feature work for the next batch go on in other threads. Results are checked
+for count and delivered to each item's future (`if not fut.done()`: the request may have timed out or its client
+gone, which also means the item is skipped if still queued). A batch whose forward raises is retried item by
+item, so only the item that fails alone gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .backends import Backend, DecodeOptions, ItemResult, Prepared
+from .errors import InferenceFailed, NotReady, QueueFull
+from .metrics import Metrics
+
+log = logging.getLogger("asr_inference.engine")
+
+
+@dataclass
+class WorkItem:
+    prepared: Prepared
+    options: DecodeOptions
+    future: asyncio.Future[ItemResult]
+    enqueued_at: float = field(default_factory=time.monotonic)
+    batch_size: int = 0  # size of the batch it ran in (for the request log)
+
+
+class BatchQueue:
+    """Waiting items + the batch-forming policy. Lives on the event loop; not thread-safe."""
+
+    def __init__(self, max_batch_size: int, max_wait_s: float, max_batch_audio_s: float, metrics: Metrics):
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_batch_audio_s = max_batch_audio_s
+        self._items: collections.deque[WorkItem] = collections.deque()
+        self._nonempty = asyncio.Event()
+        self.full_batch_event = asyncio.Event()
+        self._metrics = metrics
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, item: WorkItem) -> None:
+        self._items.append(item)
+        self._nonempty.set()
+        if len(self._items) >= self.max_batch_size:
+            self.full_batch_event.set()
+        self._metrics.queue_depth.set(len(self._items))
+
+    def _pop_live(self) -> WorkItem | None:
+        """Next item whose request still waits for it; abandoned ones (timed out, disconnected) are dropped."""
+        while self._items:
+            item = self._items.popleft()
+            if not item.future.done():
+                return item
+        return None
+
+    def drop_abandoned(self) -> None:
+        if any(it.future.done() for it in self._items):
+            self._items = collections.deque(it for it in self._items if not it.future.done())
+            self._metrics.queue_depth.set(len(self._items))
+
+    def _fits(self, batch: list[WorkItem], item: WorkItem) -> bool:
+        longest = max([it.prepared.duration_s for it in batch] + [item.prepared.duration_s])
+        return len(batch) < self.max_batch_size and (len(batch) + 1) * longest <= self.max_batch_audio_s
+
+    async def wait_for_batch(self) -> list[WorkItem]:
+        first = None
+        while first is None:
+            await self._nonempty.wait()
+            first = self._pop_live()
+            if first is None:
+                self._nonempty.clear()
+        batch = [first]
+        deadline = first.enqueued_at + self.max_wait_s
+        while True:
+            while self._items and len(batch) < self.max_batch_size:
+                nxt = self._items[0]
+                if nxt.future.done():
+                    self._items.popleft()
+                    continue
+                if not self._fits(batch, nxt):
+                    break
+                batch.append(self._items.popleft())
+            full = len(batch) >= self.max_batch_size or (bool(self._items) and not self._fits(batch, self._items[0]))
+            remaining = deadline - time.monotonic()
+            if full or remaining <= 0:
+                break
+            self.full_batch_event.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.full_batch_event.wait(), remaining)
+        if not self._items:
+            self._nonempty.clear()
+        if len(self._items) < self.max_batch_size:
+            self.full_batch_event.clear()
+        self._metrics.queue_depth.set(len(self._items))
+        return batch
+
+
+class Engine:
+    """Owns the queue, the inference thread and the batcher task."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        metrics: Metrics,
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        max_batch_audio_s: float,
+        max_queue_size: int,
+    ) -> None:
+        self.backend = backend
+        self.metrics = metrics
+        self.max_queue_size = max_queue_size
+        self.queue = BatchQueue(max_batch_size, max_wait_ms / 1000, max_batch_audio_s, metrics)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-inference")
+        self._task: asyncio.Task[None] | None = None
+        self._busy = False
+        self._ewma_batch_s = 0.05  # for Retry-After
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="asr-batcher")
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until nothing is queued or running (SIGTERM path). True if drained in time."""
+        deadline = time.monotonic() + timeout_s
+        while (self.queue or self._busy) and time.monotonic() < deadline:
+            self.queue.drop_abandoned()
+            await asyncio.sleep(0.02)
+        return not self.queue and not self._busy
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for item in list(self.queue._items):
+            if not item.future.done():
+                item.future.set_exception(NotReady("server is shutting down"))
+        self._executor.shutdown(wait=True)
+
+    # ------------------------------------------------------------------ admission
+    def check_capacity(self) -> None:
+        """Backpressure at request admission: refuse new work while the queue is full."""
+        self.queue.drop_abandoned()
+        if len(self.queue) >= self.max_queue_size:
+            batches_ahead = len(self.queue) / self.queue.max_batch_size + 1
+            raise QueueFull(
+                f"server is at capacity ({len(self.queue)} items queued); retry later",
+                retry_after_s=int(batches_ahead * self._ewma_batch_s + 1),
+            )
+
+    def submit(self, prepared: Prepared, options: DecodeOptions) -> WorkItem:
+        if self._task is None or self._task.done():
+            raise NotReady("inference engine is not running")
+        item = WorkItem(prepared, options, asyncio.get_running_loop().create_future())
+        self.queue.put(item)
+        return item
+
+    # ------------------------------------------------------------------ batcher
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self.queue.wait_for_batch()
+            batch.sort(key=lambda it: it.prepared.length)  # similar lengths together: less padding
+            self._busy = True
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._forward_isolating, batch)
+            except Exception as exc:  # the batcher must survive anything; every waiter hears about it
+                log.exception("batch of %d failed", len(batch))
+                results = [exc] * len(batch)
+            finally:
+                self._busy = False
+            elapsed = time.perf_counter() - started
+            self._ewma_batch_s = 0.8 * self._ewma_batch_s + 0.2 * elapsed
+            self.metrics.batch_size.observe(len(batch))
+            self.metrics.batch_audio_seconds.observe(sum(it.prepared.duration_s for it in batch))
+            self._update_gpu_memory()
+            for item, result in zip(batch, results, strict=True):
+                item.batch_size = len(batch)
+                if item.future.done():
+                    continue
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+
+    def _forward(self, batch: Sequence[WorkItem]) -> list[ItemResult]:
+        t0 = time.perf_counter()
+        results = self.backend.transcribe_batch([it.prepared for it in batch], [it.options for it in batch])
+        self.metrics.stage_duration_seconds.labels(stage="inference").observe(time.perf_counter() - t0)
+        if len(results) != len(batch):
+            raise InferenceFailed(f"model returned {len(results)} results for a batch of {len(batch)}")
+        return results
+
+    def _forward_isolating(self, batch: Sequence[WorkItem]) -> list[ItemResult | BaseException]:
+        """Run the batch; if it raises, run each item alone so only the culprit fails (inference thread)."""
+        try:
+            return list(self._forward(batch))
+        except Exception as exc:
+            if len(batch) == 1:
+                log.warning("item failed in the forward pass: %s", exc)
+                return [InferenceFailed(f"the model failed on this audio: {type(exc).__name__}: {exc}")]
+            log.warning("batch of %d raised %s; retrying items one by one", len(batch), exc)
+            self.metrics.batch_retries_total.inc()
+        out: list[ItemResult | BaseException] = []
+        for item in batch:
+            if item.future.done():
+                out.append(InferenceFailed("abandoned"))
+                continue
+            try:
+                out.extend(self._forward([item]))
+            except Exception as exc:
+                out.append(InferenceFailed(f"the model failed on this audio: {type(exc).__name__}: {exc}"))
+        return out
+
+    def _update_gpu_memory(self) -> None:
+        device = getattr(self.backend, "device", None)
+        if device is None or getattr(device, "type", "") != "cuda":
+            return
+        import torch
+
+        self.metrics.gpu_memory_allocated_bytes.set(torch.cuda.memory_allocated(device))
+        self.metrics.gpu_memory_reserved_bytes.set(torch.cuda.memory_reserved(device))

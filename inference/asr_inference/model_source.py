@@ -1,0 +1,74 @@
+"""Where the model comes from: the embedded demo model, an existing directory, or a hub id — decided before
+funasr is imported, so a missing local path fails fast with a clear message and never reaches a hub."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from .config import DEMO_MODEL_DIR, Settings
+from .errors import ModelLoadError
+
+BUILTIN_DEMO = "builtin:demo"
+_FAMILY_BY_CLASS = {
+    "SenseVoiceSmall": "sensevoice",
+    "Paraformer": "paraformer",
+    "FunASRNano": "fun-asr-nano",
+}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    ref: str  # absolute directory, or hub id
+    local: bool
+    hub: str | None  # funasr's hub name ("ms" | "hf") for hub ids
+    name: str  # served model name
+
+
+def resolve(settings: Settings) -> ModelSource:
+    model = settings.model
+    if model is None or model == BUILTIN_DEMO:
+        if not (DEMO_MODEL_DIR / "model.pt").is_file():
+            raise ModelLoadError(
+                f"the embedded demo model is missing ({DEMO_MODEL_DIR} has no model.pt): build it with "
+                "tools/demo_model (see its README) or pass --model <local model directory>"
+            )
+        return ModelSource(str(DEMO_MODEL_DIR), True, None, settings.served_model_name or "asr-demo")
+    expanded = os.path.expanduser(model)
+    if os.path.isdir(expanded):
+        path = str(Path(expanded).resolve())
+        _check_local_dir(path)
+        return ModelSource(path, True, None, settings.served_model_name or Path(path).name)
+    path_like = model.startswith(("/", "./", "../", "~", ".\\")) or model.endswith("/") or model.count("/") != 1
+    if path_like or settings.hub == "local":
+        raise ModelLoadError(
+            f"model directory {model!r} does not exist (hub='{settings.hub}'; path-like values are never looked up "
+            "on a model hub). Pass an existing directory with config.yaml and model.pt, or a hub id like "
+            "'iic/SenseVoiceSmall' with --hub modelscope|huggingface."
+        )
+    hub = "hf" if settings.hub == "huggingface" else "ms"
+    return ModelSource(model, False, hub, settings.served_model_name or model.split("/")[-1])
+
+
+def _check_local_dir(path: str) -> None:
+    missing = [n for n in ("config.yaml", "model.pt") if not os.path.isfile(os.path.join(path, n))]
+    if missing:
+        raise ModelLoadError(f"model directory {path} lacks {', '.join(missing)}")
+
+
+def family_of(model_class: str) -> str:
+    try:
+        return _FAMILY_BY_CLASS[model_class]
+    except KeyError:
+        raise ModelLoadError(
+            f"unsupported model class {model_class!r}; supported: {', '.join(sorted(_FAMILY_BY_CLASS))}"
+        ) from None
+
+
+def family_from_dir(path: str) -> str:
+    with open(os.path.join(path, "config.yaml"), encoding="utf-8") as f:
+        cfg = yaml.safe_load(f) or {}
+    return family_of(str(cfg.get("model", "")))
