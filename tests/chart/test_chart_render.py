@@ -78,9 +78,9 @@ def test_crd_schema_check_rejects_a_bad_asrdeployment(crd_schemas):
 
 def test_default_install_renders_exactly_the_operator_and_its_access(rendered):
     kinds = sorted(o["kind"] for o in rendered["default"])
-    assert kinds == sorted(
-        ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "Pod"]
-    ), kinds
+    assert kinds == sorted(["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service", "Pod"]), (
+        kinds
+    )
     for obj in rendered["default"]:
         labels = obj["metadata"]["labels"]
         assert labels["app.kubernetes.io/name"] == "asr-platform"
@@ -246,10 +246,7 @@ def test_helm_test_pods(rendered):
 
     default = test_pods("default")
     assert set(default) == {f"{FULLNAME}-test-healthz"}  # no ASRDeployment known: only the operator check
-    assert (
-        url(default[f"{FULLNAME}-test-healthz"])
-        == f"http://{FULLNAME}-operator.{RELEASE_NS}.svc:8080/healthz"
-    )
+    assert url(default[f"{FULLNAME}-test-healthz"]) == f"http://{FULLNAME}-operator.{RELEASE_NS}.svc:8080/healthz"
     expected = {
         "cluster-wide-values": "http://sensevoice.speech.svc:8000/readyz",
         "namespaced-values": "http://sensevoice.speech.svc:8000/readyz",
