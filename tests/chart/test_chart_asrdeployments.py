@@ -81,3 +81,8 @@ def test_the_cel_check_catches_invalid_specs(render, asrd_schema, spec, message)
     (obj,) = [o for o in objects if o["kind"] == "ASRDeployment"]
     violations = check(asrd_schema, obj)
     assert any(message in v for v in violations), violations
+
+
+def test_readiness_test_port_matches_the_crd_service_port_default(chart, asrd_schema):
+    service = asrd_schema["properties"]["spec"]["properties"]["service"]["properties"]
+    assert chart.values["tests"]["port"] == service["port"]["default"]

@@ -164,6 +164,16 @@ def test_readme_values_table_lists_every_value(chart_dir):
     assert missing == []
 
 
+def test_readme_covers_install_crd_upgrade_and_uninstall(chart_dir):
+    readme = (chart_dir / "README.md").read_text()
+    for heading in ("## Install", "## Upgrade", "## Uninstall", "## Values"):
+        assert heading in readme
+    upgrade = readme.split("## Upgrade")[1].split("## Uninstall")[0]
+    # Helm never upgrades CRDs: the steps apply the chart's crds/ before `helm upgrade`.
+    assert upgrade.index("kubectl apply") < upgrade.index("helm upgrade")
+    assert "crds/" in upgrade
+
+
 def covered(key: str, readme: str) -> bool:
     """A map documented as a whole (e.g. `operator.resources`) covers its children."""
     parts = key.split(".")
