@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     """Torch intra-op threads for inference; 0 = the CPUs this process may use."""
 
     decode_workers: int = Field(0, ge=0)
-    """Threads for audio decoding and feature extraction (kept off the event loop); 0 = the CPUs this process may use."""
+    """Threads for audio decoding and feature extraction (off the event loop); 0 = the CPUs this process may use."""
 
     drain_timeout_s: float = Field(30.0, ge=0)
     """On SIGTERM: how long queued and in-flight requests may take to finish before the process exits."""

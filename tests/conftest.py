@@ -1,0 +1,84 @@
+"""Session-wide test setup: a network guard (loopback only), tiny funasr model directories, test audio."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("MODELSCOPE_OFFLINE", "1")
+
+DATA = Path(__file__).parent / "data"
+SPEECH = DATA / "speech"
+NETWORK_ATTEMPTS: list[str] = []
+
+_LOOPBACK = ("127.", "::1", "localhost", "0.0.0.0")
+_orig_getaddrinfo = socket.getaddrinfo
+_orig_connect = socket.socket.connect
+
+
+def _is_local(host: object) -> bool:
+    return host is None or str(host).startswith(_LOOPBACK) or str(host) in ("", "testserver", "t")
+
+
+def _guarded_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+    if not _is_local(host):
+        NETWORK_ATTEMPTS.append(f"getaddrinfo {host}")
+        raise OSError(f"network blocked in tests: {host}")
+    return _orig_getaddrinfo(host, *args, **kwargs)
+
+
+def _guarded_connect(self, address):  # type: ignore[no-untyped-def]
+    if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_local(address[0]):
+        NETWORK_ATTEMPTS.append(f"connect {address}")
+        raise OSError(f"network blocked in tests: {address}")
+    return _orig_connect(self, address)
+
+
+# Every test runs offline except for loopback: code that would reach a model hub fails loudly and is recorded.
+socket.getaddrinfo = _guarded_getaddrinfo
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+
+
+@pytest.fixture
+def network_attempts() -> Iterator[list[str]]:
+    start = len(NETWORK_ATTEMPTS)
+    attempts: list[str] = []
+    yield attempts
+    attempts.extend(NETWORK_ATTEMPTS[start:])
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def sensevoice_dir(models_dir: Path) -> Path:
+    from tiny_models import build_sensevoice
+
+    return build_sensevoice(models_dir / "sensevoice")
+
+
+@pytest.fixture(scope="session")
+def paraformer_dir(models_dir: Path, sensevoice_dir: Path) -> Path:
+    from tiny_models import build_paraformer
+
+    return build_paraformer(models_dir / "paraformer", sensevoice_dir)
+
+
+@pytest.fixture(scope="session")
+def nano_dir(models_dir: Path, sensevoice_dir: Path) -> Path:
+    from tiny_models import build_funasr_nano
+
+    return build_funasr_nano(models_dir / "nano", sensevoice_dir)
+
+
+@pytest.fixture(scope="session")
+def speech_files() -> dict[str, Path]:
+    return {p.name: p for p in sorted(SPEECH.iterdir())}
