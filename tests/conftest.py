@@ -81,4 +81,4 @@ def nano_dir(models_dir: Path, sensevoice_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def speech_files() -> dict[str, Path]:
-    return {p.name: p for p in sorted(SPEECH.iterdir()) if p.suffix in (".wav", ".flac", ".ogg", ".mp3")}
+    return {p.name: p for p in sorted(SPEECH.iterdir()) if p.suffix in (".wav", ".flac", ".ogg", ".mp3", ".m4a")}

@@ -23,4 +23,5 @@ sox "$out/digits_b.wav" -r 22050 "$out/digits_b_22k.flac"
 sox "$out/command_c.wav" -r 48000 "$out/command_c_48k.ogg"
 ffmpeg=$(command -v ffmpeg || .venv/bin/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')
 "$ffmpeg" -loglevel error -y -i "$out/digits_a.wav" -codec:a libmp3lame -b:a 48k "$out/digits_a.mp3"
+"$ffmpeg" -loglevel error -y -i "$out/digits_a.wav" -c:a aac -b:a 48k "$out/digits_a.m4a"
 ls -la "$out"

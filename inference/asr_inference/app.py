@@ -86,7 +86,7 @@ async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
     engine.start()
     transcriber = Transcriber(settings, backend, engine, metrics, pool)
     uploads = [to_wav_bytes(s) for s in samples]
-    await asyncio.gather(*(transcriber.transcribe(io.BytesIO(u), DecodeOptions()) for u in uploads))
+    await asyncio.gather(*(transcriber.transcribe(io.BytesIO(u), DecodeOptions(), trusted=True) for u in uploads))
     transcriber.cache = type(transcriber.cache)(settings.cache_entries)  # warm-up results are not cached
     state.backend, state.engine, state.transcriber, state.info = backend, engine, transcriber, info
     if getattr(backend, "device", None) is not None and str(info.device).startswith("cuda"):

@@ -19,7 +19,8 @@ def warmup_samples(settings: Settings) -> list[np.ndarray]:
     assert rate == 16000, "warm-up clip must be 16 kHz"
     n = settings.max_batch_size
     longest_s = max(len(clip) / rate, min(settings.segment_s, settings.max_batch_audio_s / n))
-    lengths = np.linspace(len(clip), int(longest_s * rate), n).astype(int)
+    longest_s = min(longest_s, settings.max_audio_s)
+    lengths = np.linspace(min(len(clip), int(longest_s * rate)), int(longest_s * rate), n).astype(int)
     reps = int(np.ceil(lengths.max() / len(clip)))
     tiled = np.tile(clip, reps)
     return [np.ascontiguousarray(tiled[:k]) for k in lengths]
