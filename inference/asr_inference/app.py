@@ -87,7 +87,6 @@ async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
     transcriber = Transcriber(settings, backend, engine, metrics, pool)
     uploads = [to_wav_bytes(s) for s in samples]
     await asyncio.gather(*(transcriber.transcribe(io.BytesIO(u), DecodeOptions(), trusted=True) for u in uploads))
-    transcriber.cache = type(transcriber.cache)(settings.cache_entries)  # warm-up results are not cached
     state.backend, state.engine, state.transcriber, state.info = backend, engine, transcriber, info
     if getattr(backend, "device", None) is not None and str(info.device).startswith("cuda"):
         import torch
@@ -304,12 +303,14 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         if languages is not None and lang not in languages:
             raise InvalidRequest(f"language {lang!r} is not supported by this model; use one of {sorted(languages)}")
         options = DecodeOptions(language=lang, use_itn=False, prompt=prompt or None)
-        state.engine.check_capacity()
-
-        budget = settings.request_timeout_s - (time.perf_counter() - ctx["t0"])
-        work = asyncio.create_task(state.transcriber.transcribe(file.file, options))
-        watcher = asyncio.create_task(_wait_for_disconnect(request))
-        done, _ = await asyncio.wait({work, watcher}, timeout=max(budget, 0.001), return_when="FIRST_COMPLETED")
+        admission = state.engine.admit()
+        try:
+            budget = settings.request_timeout_s - (time.perf_counter() - ctx["t0"])
+            work = asyncio.create_task(state.transcriber.transcribe(file.file, options, admission=admission))
+            watcher = asyncio.create_task(_wait_for_disconnect(request))
+            done, _ = await asyncio.wait({work, watcher}, timeout=max(budget, 0.001), return_when="FIRST_COMPLETED")
+        finally:
+            admission.release()
         if work not in done:
             work.cancel()  # cancels its queued items: the batcher skips them
             watcher.cancel()

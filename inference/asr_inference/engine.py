@@ -109,6 +109,18 @@ class BatchQueue:
         return batch
 
 
+class Admission:
+    """One request's reserved queue slot; `release()` is idempotent."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine: Engine | None = engine
+
+    def release(self) -> None:
+        if self._engine is not None:
+            self._engine._reserved -= 1
+            self._engine = None
+
+
 class Engine:
     """Owns the queue, the inference thread and the batcher task."""
 
@@ -130,6 +142,7 @@ class Engine:
         self._task: asyncio.Task[None] | None = None
         self._busy = False
         self._ewma_batch_s = 0.05  # for Retry-After
+        self._reserved = 0  # admitted requests that have not queued an item yet
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -155,15 +168,21 @@ class Engine:
         self._executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ admission
-    def check_capacity(self) -> None:
-        """Backpressure at request admission: refuse new work while the queue is full."""
+    def admit(self) -> Admission:
+        """Backpressure at request admission: refuse new work while queued items plus requests admitted but not
+        yet queued (still uploading, decoding) reach max_queue_size. The admission holds one slot until the
+        request's first item is queued or the request ends."""
         self.queue.drop_abandoned()
-        if len(self.queue) >= self.max_queue_size:
-            batches_ahead = len(self.queue) / self.queue.max_batch_size + 1
+        load = len(self.queue) + self._reserved
+        if load >= self.max_queue_size:
+            batches_ahead = load / self.queue.max_batch_size + 1
             raise QueueFull(
-                f"server is at capacity ({len(self.queue)} items queued); retry later",
+                f"server is at capacity ({len(self.queue)} items queued, {self._reserved} requests being prepared); "
+                "retry later",
                 retry_after_s=int(batches_ahead * self._ewma_batch_s + 1),
             )
+        self._reserved += 1
+        return Admission(self)
 
     def submit(self, prepared: Prepared, options: DecodeOptions) -> WorkItem:
         if self._task is None or self._task.done():

@@ -21,7 +21,7 @@ from . import audio as audio_mod
 from .backends import Backend, DecodeOptions, ItemResult, Token
 from .cache import LRUCache, cache_key
 from .config import Settings
-from .engine import Engine
+from .engine import Admission, Engine
 from .errors import PayloadTooLarge
 from .formats import Segment, Transcript, Word
 from .metrics import Metrics
@@ -69,31 +69,35 @@ class Transcriber:
         return result
 
     async def transcribe(
-        self, upload: BinaryIO, options: DecodeOptions, *, trusted: bool = False
+        self, upload: BinaryIO, options: DecodeOptions, *, trusted: bool = False, admission: Admission | None = None
     ) -> tuple[Transcript, bool]:
         """Returns the transcript and whether it came from the cache. `trusted` (the warm-up's own audio) skips
-        the upload-size limit."""
+        the upload-size limit and the cache."""
         limit = 2**62 if trusted else self._max_upload_bytes
         digest, _ = await self._in_pool(sha256_of, upload, limit)
+        use_cache = self.cache.max_entries > 0 and not trusted
         key = cache_key(digest, options, self.settings.segment_s, self.settings.segment_overlap_s)
-        cached = self.cache.get(key)
-        if cached is not None:
-            self.metrics.cache_hits_total.inc()
-            return cached, True
-        if self.settings.cache_entries:
+        if use_cache:
+            cached = self.cache.get(key)
+            if cached is not None:
+                self.metrics.cache_hits_total.inc()
+                return cached, True
             self.metrics.cache_misses_total.inc()
         decoded = await self._in_pool(self._decode, upload, stage="decode")
         try:
-            transcript = await self.transcribe_samples(decoded.samples, options)
+            transcript = await self.transcribe_samples(decoded.samples, options, admission)
         finally:
             decoded.close()
-        self.cache.put(key, transcript)
+        if use_cache:
+            self.cache.put(key, transcript)
         return transcript, False
 
     def _decode(self, upload: BinaryIO) -> audio_mod.Audio:
         return audio_mod.decode(upload, max_audio_s=self.settings.max_audio_s, ffmpeg=self.ffmpeg)
 
-    async def transcribe_samples(self, samples: np.ndarray, options: DecodeOptions) -> Transcript:
+    async def transcribe_samples(
+        self, samples: np.ndarray, options: DecodeOptions, admission: Admission | None = None
+    ) -> Transcript:
         duration = len(samples) / audio_mod.SAMPLE_RATE
         overlap = self.settings.segment_overlap_s if self.backend.supports_token_times else 0.0
         windows = plan_windows(duration, self.settings.segment_s, overlap)
@@ -106,6 +110,8 @@ class Transcriber:
                 chunk = np.array(samples[a:b], dtype=np.float32)  # copy: pages in only this window
                 prepared = await self._in_pool(self.backend.prepare, chunk, stage="features")
                 item = self.engine.submit(prepared, options)
+                if admission is not None:
+                    admission.release()  # its items now count in the queue itself
                 result = await item.future
                 batch_sizes.append(item.batch_size)
                 return result

@@ -1,0 +1,167 @@
+"""Backpressure and isolation: 429 under a flood, 504 on timeout, disconnects free their slots, a bad file or a
+failing item never takes its batch-mates down."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import torch
+from serving import metric, metric_samples, serve, transcribe
+
+from asr_inference.backends import DecodeOptions, Prepared
+
+
+def _long_wav(speech_files: dict[str, Path], seconds: float) -> bytes:
+    clip, rate = sf.read(speech_files["longer_f.wav"], dtype="float32")
+    tiled = np.tile(clip, int(seconds * rate / len(clip)) + 1)[: int(seconds * rate)]
+    buf = io.BytesIO()
+    sf.write(buf, tiled, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+async def test_flood_gets_429_with_retry_after(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
+    clip = speech_files["longer_f.wav"].read_bytes()
+    async with serve(model=str(sensevoice_dir), max_batch_size=1, max_queue_size=2, cache_entries=0) as (_, client):
+        # each request is 6 windows of 1.5 s: a few requests fill a queue of 2 items
+        responses = await asyncio.gather(*(transcribe(client, clip, foo=str(i)) for i in range(16)))
+        after = await metric_samples(client)
+    codes = [r.status_code for r in responses]
+    assert codes.count(200) >= 1 and codes.count(429) >= 1, codes
+    assert set(codes) <= {200, 429}
+    for r in responses:
+        if r.status_code == 429:
+            assert int(r.headers["retry-after"]) >= 1
+            assert r.json()["error"] == {
+                "message": r.json()["error"]["message"],
+                "type": "rate_limit_error",
+                "code": "queue_full",
+            }
+    assert metric(after, "asr_requests_total", code="429") == codes.count(429)
+    assert metric(after, "asr_queue_depth") == 0
+
+
+async def test_request_timeout_is_504_and_drops_its_queued_items(
+    sensevoice_dir: Path, speech_files: dict[str, Path]
+) -> None:
+    long_audio = _long_wav(speech_files, 240)  # 240 windows of 1 s at batch size 1: far longer than the timeout
+    async with serve(
+        model=str(sensevoice_dir), max_batch_size=1, segment_s=1, segment_overlap_s=0, request_timeout_s=1.0
+    ) as (app, client):
+        r = await transcribe(client, long_audio)
+        engine = app.state.asr.engine
+        engine.queue.drop_abandoned()
+        depth_after = len(engine.queue)
+        ok = await transcribe(client, speech_files["digits_a.wav"])  # the server is free again
+    assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
+    assert depth_after == 0
+    assert ok.status_code == 200
+
+
+async def test_disconnected_client_frees_its_slot(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
+    """Drive the ASGI app directly: the client sends its upload, then goes away before the answer."""
+    long_audio = _long_wav(speech_files, 120)
+    boundary = "XyZ"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode() + long_audio + f"\r\n--{boundary}--\r\n".encode()
+    async with serve(model=str(sensevoice_dir), max_batch_size=1, segment_s=1, segment_overlap_s=0) as (app, client):
+        engine = app.state.asr.engine
+        sent: list[dict[str, Any]] = []
+        disconnect = asyncio.Event()
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> dict[str, Any]:
+            if messages:
+                return messages.pop(0)
+            await disconnect.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+            "scheme": "http", "path": "/v1/audio/transcriptions", "raw_path": b"/v1/audio/transcriptions",
+            "query_string": b"", "root_path": "", "client": ("127.0.0.1", 5000), "server": ("testserver", 80),
+            "headers": [(b"content-type", f"multipart/form-data; boundary={boundary}".encode()),
+                        (b"content-length", str(len(body)).encode()), (b"host", b"testserver")],
+        }  # fmt: skip
+        call = asyncio.create_task(app(scope, receive, send))
+        async with asyncio.timeout(30):
+            while len(engine.queue) == 0:  # its windows are queued...
+                await asyncio.sleep(0.01)
+        disconnect.set()  # ...and the client hangs up
+        async with asyncio.timeout(30):
+            await call
+        engine.queue.drop_abandoned()
+        depth = len(engine.queue)
+        samples = await metric_samples(client)
+        ok = await transcribe(client, speech_files["digits_a.wav"])
+    assert depth == 0
+    assert sent[0]["status"] == 499
+    assert metric(samples, "asr_requests_total", code="499") == 1
+    assert ok.status_code == 200
+
+
+async def test_corrupt_file_in_a_batch_fails_alone(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
+    good = ["digits_a.wav", "digits_b.wav", "command_c.wav", "sentence_d.wav"]
+    async with serve(model=str(sensevoice_dir), max_batch_size=4, max_wait_ms=1500, cache_entries=0) as (_, client):
+        before = await metric_samples(client)
+        responses = await asyncio.gather(
+            transcribe(client, b"RIFF\x10\x00\x00\x00WAVEjunkjunkjunk"),
+            *(transcribe(client, speech_files[n]) for n in good),
+            transcribe(client, b"\x00" * 5000),
+        )
+        after = await metric_samples(client)
+    bad_a, *goods, bad_b = responses
+    assert bad_a.status_code == 400 and bad_a.json()["error"]["code"] == "invalid_audio"
+    assert bad_b.status_code in (400, 415)
+    assert [r.status_code for r in goods] == [200] * 4 and all(r.json()["text"] for r in goods)
+    # the four good files still ran together
+    assert metric(after, "asr_batch_size_count") - metric(before, "asr_batch_size_count") == 1
+    assert metric(after, "asr_batch_size_sum") - metric(before, "asr_batch_size_sum") == 4
+
+
+async def test_exception_in_batch_forward_fails_only_the_culprit(sensevoice_dir: Path) -> None:
+    """An item whose features break the forward pass (wrong feature width) is batched with good items: the batch
+    raises, every item is retried alone, and only the culprit gets the error."""
+    async with serve(model=str(sensevoice_dir), max_batch_size=4, max_wait_ms=1000) as (app, client):
+        state = app.state.asr
+        backend, engine = state.backend, state.engine
+        rng = np.random.default_rng(0)
+        good = [backend.prepare((rng.standard_normal(16000 * s) * 0.1).astype(np.float32)) for s in (1, 2, 3)]
+        bad = Prepared(torch.zeros(50, 80), 50, 0.5)  # 80-dim frames: the encoder expects 560
+        items = [engine.submit(p, DecodeOptions()) for p in (good[0], bad, good[1], good[2])]
+        outcomes = await asyncio.gather(*(it.future for it in items), return_exceptions=True)
+        alone = [await engine.submit(p, DecodeOptions()).future for p in good]
+        retries = metric(await metric_samples(client), "asr_batch_retries_total")
+    assert isinstance(outcomes[1], Exception) and "failed on this audio" in str(outcomes[1])
+    assert [o.text for o in (outcomes[0], outcomes[2], outcomes[3])] == [a.text for a in alone]
+    assert retries == 1
+
+
+async def test_metrics_endpoint_exports_every_server_metric(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
+    from asr_inference.metrics import metric_names
+
+    async with serve(model=str(sensevoice_dir), cache_entries=8) as (_, client):
+        await transcribe(client, speech_files["digits_a.wav"])
+        await transcribe(client, speech_files["digits_a.wav"])
+        samples = await metric_samples(client)
+        text = (await client.get("/metrics")).text
+    exported = {name for name, _ in samples}
+    expected = {n for n in metric_names() if not n.startswith("asr_gpu_")}  # GPU gauges stay 0 on CPU but exist
+    assert expected <= exported | {n for n in metric_names() if n.endswith("_created")}
+    for stage in ("decode", "features", "inference", "postprocess"):
+        assert metric(samples, "asr_stage_duration_seconds_count", stage=stage) >= 1
+    assert metric(samples, "asr_requests_total", code="200") == 2
+    assert metric(samples, "asr_cache_hits_total") == 1 and metric(samples, "asr_cache_misses_total") == 1
+    assert metric(samples, "asr_audio_seconds_total") > 0
+    assert "asr_queue_depth 0.0" in text and "asr_inflight_requests 0.0" in text
+    json.dumps(sorted(exported))  # names are plain strings
