@@ -27,13 +27,13 @@ from typing import Any
 
 import kopf
 
-from .builders import MANAGED_BY
+from .builders import ASR, MANAGED_BY
 from .kube import KINDS, Kube
 from .metrics import CHILD_REPAIRS_TOTAL, RECONCILE_DURATION, RECONCILE_TOTAL
-from .reconcile import ChildApiError, plain, reconcile, repair_child
+from .reconcile import ChildApiError, reconcile, repair_child, write_status
 from .settings import OperatorSettings
 from .spec import GROUP, PLURAL, VERSION, InvalidSpec
-from .status import Outcome, compute_status, status_changed
+from .status import Outcome
 
 CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 CHILD_KINDS = (
@@ -75,47 +75,37 @@ def run_reconcile(
     logger: kopf.Logger,
     post_events: bool,
 ) -> None:
-    """Reconcile, then write status through kopf's patch. Raises kopf's Permanent/TemporaryError."""
+    """Reconcile, then write the status. Raises kopf's Permanent/TemporaryError."""
     meta = body.get("metadata") or {}
     generation = meta.get("generation")
-    name, namespace = meta.get("name"), meta.get("namespace")
-    endpoint_fallback = f"http://{name}.{namespace}.svc"
-    current = plain(status)
+    name, namespace = str(meta.get("name")), str(meta.get("namespace"))
+    kube = _kube(memo)
 
-    def write(
-        outcome: Outcome, deployment: dict[str, Any] | None, endpoint: str, selector: str, image: str | None
-    ) -> None:
-        new = compute_status(
-            current,
-            generation=generation,
-            deployment=deployment,
-            outcome=outcome,
-            endpoint=endpoint,
-            selector=selector,
-            image=image,
-        )
-        if status_changed(current, new):
-            patch["status"] = new
+    def write(outcome: Outcome, asr: ASR | None = None) -> None:
+        try:
+            write_status(kube, namespace, name, outcome=outcome, generation=generation, asr=asr)
+        except ChildApiError as e:
+            raise kopf.TemporaryError(f"cannot write the status: {e}", delay=e.retry_delay) from None
 
     with _measured() as result:
         try:
-            asr, deployment = reconcile(_kube(memo), body, settings.inference_image)
+            asr, _ = reconcile(kube, body, settings.inference_image)
         except InvalidSpec as e:
             result["result"] = "invalid_spec"
-            write(Outcome(False, "InvalidSpec", str(e)), None, endpoint_fallback, "", None)
+            write(Outcome(False, "InvalidSpec", str(e)))
             if post_events:
                 kopf.warn(body, reason="InvalidSpec", message=str(e))
             raise kopf.PermanentError(f"invalid spec: {e}") from None
         except ChildApiError as e:
             result["result"] = "error" if e.permanent else "retry"
-            write(Outcome(False, e.reason, str(e)), None, endpoint_fallback, "", None)
+            write(Outcome(False, e.reason, str(e)))
             if post_events:
                 kopf.warn(body, reason=e.reason, message=str(e))
             if e.permanent:
                 raise kopf.PermanentError(str(e)) from None
             raise kopf.TemporaryError(str(e), delay=e.retry_delay) from None
         result["result"] = "success"
-        write(Outcome(True), deployment, asr.endpoint, asr.selector_string, asr.image)
+        write(Outcome(True), asr)
         logger.debug("reconciled %s/%s", namespace, name)
 
 
@@ -247,25 +237,16 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
                 return
             if repaired is None:
                 return
-            owner, asr, live, action = repaired
+            owner, asr, _live, action = repaired
             if action != "unchanged":
                 CHILD_REPAIRS_TOTAL.labels(kind=str(body.get("kind"))).inc()
                 logger.info("%s %s %s/%s back", action, body.get("kind"), namespace, name)
             if body.get("kind") != "Deployment" or namespace is None:
                 return
-            current = owner.get("status") or {}
-            new = compute_status(
-                current,
-                generation=owner["metadata"].get("generation"),
-                deployment=live,
-                outcome=None,
-                endpoint=asr.endpoint,
-                selector=asr.selector_string,
-                image=asr.image,
-            )
-            if status_changed(current, new):
-                owner_name = owner["metadata"]["name"]
-                kube.patch(KINDS["ASRDeployment"], namespace, owner_name, {"status": new}, "status")
+            try:
+                write_status(kube, namespace, owner["metadata"]["name"], outcome=None, generation=None, asr=asr)
+            except ChildApiError as e:
+                logger.warning("could not update the status: %s", e)
 
 
 _default_settings = OperatorSettings()

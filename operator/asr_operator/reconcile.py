@@ -7,6 +7,7 @@ Kept free of kopf's handler machinery so the handlers stay thin; errors are clas
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +15,10 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from .builders import ASR, desired_children
+from .builders import APP_NAME, ASR, LABEL_INSTANCE, LABEL_NAME, desired_children
 from .kube import KINDS, Kube, is_subset, strip_path, three_way_patch, with_last_applied
 from .spec import KIND, InvalidSpec, parse_spec
+from .status import Outcome, compute_status, status_changed
 
 REPLICAS_PATH = ("spec", "replicas")
 
@@ -198,3 +200,57 @@ def repair_child(
             )
             return owner, asr, result, action
     return None
+
+
+_STATUS_LOCKS: dict[tuple[str, str], threading.Lock] = {}
+_STATUS_LOCKS_GUARD = threading.Lock()
+
+
+def _status_lock(namespace: str, name: str) -> threading.Lock:
+    with _STATUS_LOCKS_GUARD:
+        return _STATUS_LOCKS.setdefault((namespace, name), threading.Lock())
+
+
+def write_status(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    *,
+    outcome: Outcome | None,
+    generation: int | None,
+    asr: ASR | None,
+) -> dict[str, Any] | None:
+    """Recompute the status from fresh reads of the CR and its Deployment and patch it if it changed.
+
+    Both writers (the CR's handlers with the reconcile `outcome`, the Deployment watch with None) go through
+    here, serialized per object, so a status computed from an older Deployment never overwrites a newer one.
+    `generation` is the generation that was reconciled (not the CR's current one, which may be newer).
+    Returns the new status, or None when the CR is gone.
+    """
+    with _status_lock(namespace, name):
+        try:
+            cr = kube.get(KINDS[KIND], namespace, name)
+            if cr is None:
+                return None
+            deployment = kube.get(KINDS["Deployment"], namespace, name)
+            current = cr.get("status") or {}
+            if asr is not None:
+                endpoint, selector, image = asr.endpoint, asr.selector_string, asr.image
+            else:
+                endpoint = current.get("endpoint") or f"http://{name}.{namespace}.svc"
+                selector = f"{LABEL_INSTANCE}={name},{LABEL_NAME}={APP_NAME}"
+                image = None
+            new = compute_status(
+                current,
+                generation=generation if outcome is not None else cr["metadata"].get("generation"),
+                deployment=deployment,
+                outcome=outcome,
+                endpoint=endpoint,
+                selector=selector,
+                image=image,
+            )
+            if status_changed(current, new):
+                kube.patch(KINDS[KIND], namespace, name, {"status": new}, "status")
+            return new
+        except ApiException as e:
+            raise _api_error(e, KIND, name, "status") from e
