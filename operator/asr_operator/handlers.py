@@ -68,8 +68,6 @@ def _kube(memo: kopf.Memo) -> Kube:
 def run_reconcile(
     *,
     body: kopf.Body,
-    status: kopf.Status,
-    patch: kopf.Patch,
     memo: kopf.Memo,
     settings: OperatorSettings,
     logger: kopf.Logger,
@@ -125,16 +123,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
 
     def _reconcile(
         body: kopf.Body,
-        status: kopf.Status,
-        patch: kopf.Patch,
         memo: kopf.Memo,
         logger: kopf.Logger,
         post_events: bool = True,
     ) -> None:
         run_reconcile(
             body=body,
-            status=status,
-            patch=patch,
             memo=memo,
             settings=config,
             logger=logger,
@@ -147,14 +141,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         name: str,
         namespace: str | None,
         body: kopf.Body,
-        status: kopf.Status,
-        patch: kopf.Patch,
         memo: kopf.Memo,
         logger: kopf.Logger,
         **_: Any,
     ) -> None:
         """A new ASRDeployment: create every child."""
-        _reconcile(body, status, patch, memo, logger)
+        _reconcile(body, memo, logger)
 
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
     def on_update(
@@ -162,14 +154,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         name: str,
         namespace: str | None,
         body: kopf.Body,
-        status: kopf.Status,
-        patch: kopf.Patch,
         memo: kopf.Memo,
         logger: kopf.Logger,
         **_: Any,
     ) -> None:
         """A spec (or label/annotation) change: patch the children in place."""
-        _reconcile(body, status, patch, memo, logger)
+        _reconcile(body, memo, logger)
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     def on_resume(
@@ -177,14 +167,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         name: str,
         namespace: str | None,
         body: kopf.Body,
-        status: kopf.Status,
-        patch: kopf.Patch,
         memo: kopf.Memo,
         logger: kopf.Logger,
         **_: Any,
     ) -> None:
         """Operator restart: repair whatever changed while it was away."""
-        _reconcile(body, status, patch, memo, logger)
+        _reconcile(body, memo, logger)
 
     resync = config.resync_interval_s
 
@@ -194,15 +182,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         name: str,
         namespace: str | None,
         body: kopf.Body,
-        status: kopf.Status,
-        patch: kopf.Patch,
         memo: kopf.Memo,
         logger: kopf.Logger,
         **_: Any,
     ) -> None:
         """Periodic drift repair; errors were reported by the change handlers, so no events here."""
         try:
-            _reconcile(body, status, patch, memo, logger, post_events=False)
+            _reconcile(body, memo, logger, post_events=False)
         except kopf.PermanentError as e:
             logger.debug("resync skipped: %s", e)
 

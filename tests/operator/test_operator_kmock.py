@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from harness import ASRD, NS, Cluster, asr_body, run_operator, wait_for
+from prometheus_client import REGISTRY
 
 DEP = "apps/v1/deployments"
 CM = "v1/configmaps"
@@ -45,7 +46,12 @@ def _condition(cluster: Cluster, name: str, type_: str) -> dict[str, Any]:
     return next((c for c in _status(cluster, name).get("conditions", []) if c["type"] == type_), {})
 
 
+def _reconciles(result: str) -> float:
+    return REGISTRY.get_sample_value("asr_operator_reconcile_total", {"result": result}) or 0.0
+
+
 async def test_create_makes_owned_children_and_status(cluster: Cluster) -> None:
+    successes = _reconciles("success")
     async with run_operator(cluster):
         await cluster.create(ASRD, asr_body("demo", DEMO))
         for resource, name in [(CM, "demo-config"), (DEP, "demo"), (SVC, "demo"), (PDB, "demo")]:
@@ -77,6 +83,7 @@ async def test_create_makes_owned_children_and_status(cluster: Cluster) -> None:
         assert status["replicas"] == 2 and status["readyReplicas"] == 2
         assert _condition(cluster, "demo", "Ready")["status"] == "True"
         assert _condition(cluster, "demo", "Progressing")["status"] == "False"
+    assert _reconciles("success") > successes
 
 
 async def test_update_patches_children_in_place(cluster: Cluster) -> None:
@@ -175,6 +182,7 @@ async def test_autoscaling_engine_switch_and_disable(cluster: Cluster) -> None:
 
 
 async def test_invalid_spec_is_degraded_with_an_event(cluster: Cluster) -> None:
+    invalid = _reconciles("invalid_spec")
     async with run_operator(cluster):
         bad = {**DEMO, "resources": {"requests": {"memory": "16Gi"}, "limits": {"memory": "4Gi"}}}
         await cluster.create(ASRD, asr_body("bad", bad))
@@ -183,6 +191,7 @@ async def test_invalid_spec_is_degraded_with_an_event(cluster: Cluster) -> None:
         assert degraded["status"] == "True" and degraded["reason"] == "InvalidSpec"
         assert "requests.memory" in degraded["message"]
         assert cluster.get(DEP, "bad") is None
+        assert _reconciles("invalid_spec") > invalid
         events = await wait_for(
             lambda: [
                 e.raw
