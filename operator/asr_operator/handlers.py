@@ -135,7 +135,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             post_events=post_events,
         )
 
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="create")
     def on_create(
         spec: kopf.Spec,
         name: str,
@@ -148,7 +148,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         """A new ASRDeployment: create every child."""
         _reconcile(body, memo, logger)
 
-    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="update")
     def on_update(
         spec: kopf.Spec,
         name: str,
@@ -161,7 +161,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         """A spec (or label/annotation) change: patch the children in place."""
         _reconcile(body, memo, logger)
 
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
+    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="resume")
     def on_resume(
         spec: kopf.Spec,
         name: str,
@@ -176,7 +176,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
 
     resync = config.resync_interval_s
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry)
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry, id="resync")
     def on_timer(
         spec: kopf.Spec,
         name: str,

@@ -223,7 +223,7 @@ def test_cli_runs_kopf_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> Non
     assert kw["standalone"] is True and kw["peering_name"] is None
     assert kw["liveness_endpoint"] == "http://0.0.0.0:8080/healthz"
     handlers = {h.id for h in kw["registry"]._changing.get_all_handlers()}
-    assert any("on_create" in h for h in handlers) and any("on_update" in h for h in handlers)
+    assert handlers == {"create", "update", "resume"}
 
     calls.clear()
     monkeypatch.setenv("ASR_OPERATOR_WATCH_NAMESPACES", "")
