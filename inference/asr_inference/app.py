@@ -86,7 +86,11 @@ async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
     engine.start()
     transcriber = Transcriber(settings, backend, engine, metrics, pool)
     uploads = [to_wav_bytes(s) for s in samples]
-    await asyncio.gather(*(transcriber.transcribe(io.BytesIO(u), DecodeOptions(), trusted=True) for u in uploads))
+    engine.queue.max_wait_s = 60.0  # hold the batch until all warm-up items are in: one full-size forward
+    try:
+        await asyncio.gather(*(transcriber.transcribe(io.BytesIO(u), DecodeOptions(), trusted=True) for u in uploads))
+    finally:
+        engine.queue.max_wait_s = settings.max_wait_ms / 1000
     state.backend, state.engine, state.transcriber, state.info = backend, engine, transcriber, info
     if getattr(backend, "device", None) is not None and str(info.device).startswith("cuda"):
         import torch
