@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 from asr_inference.app import create_app
 from asr_inference.config import Settings
+from prometheus_client.parser import text_string_to_metric_families
 
 
 @asynccontextmanager

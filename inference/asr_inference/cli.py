@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, get_args
@@ -70,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)
+    # uvicorn drains on SIGTERM, then re-raises the signal at the handler it found: make that a no-op so a
+    # graceful drain ends with exit code 0 (what Kubernetes and supervisors read as a clean stop).
+    signal.signal(signal.SIGTERM, lambda *_: None)
     server.run()
     if app.state.asr.load_error is not None:
         return 1

@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0)
     """A request still unanswered after this long gets 504 and its queued items are dropped."""
 
-    max_upload_mb: float = Field(100.0, gt=0)
-    """Largest accepted upload (413 above)."""
+    max_upload_mb: float = Field(200.0, gt=0)
+    """Largest accepted upload in MiB (413 above); spooled to disk, never held in memory whole."""
 
     max_audio_s: float = Field(3600.0, gt=0)
     """Longest accepted audio after decoding (413 above)."""

@@ -47,6 +47,7 @@ class BatchQueue:
         self._items: collections.deque[WorkItem] = collections.deque()
         self._nonempty = asyncio.Event()
         self.full_batch_event = asyncio.Event()
+        self._forming = 0  # items already taken into the batch being formed
         self._metrics = metrics
 
     def __len__(self) -> int:
@@ -55,7 +56,7 @@ class BatchQueue:
     def put(self, item: WorkItem) -> None:
         self._items.append(item)
         self._nonempty.set()
-        if len(self._items) >= self.max_batch_size:
+        if len(self._items) + self._forming >= self.max_batch_size:
             self.full_batch_event.set()
         self._metrics.queue_depth.set(len(self._items))
 
@@ -99,8 +100,12 @@ class BatchQueue:
             if full or remaining <= 0:
                 break
             self.full_batch_event.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.full_batch_event.wait(), remaining)
+            self._forming = len(batch)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.full_batch_event.wait(), remaining)
+            finally:
+                self._forming = 0
         if not self._items:
             self._nonempty.clear()
         if len(self._items) < self.max_batch_size:

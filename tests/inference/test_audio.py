@@ -11,10 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from serving import serve, transcribe
-
 from asr_inference import audio
 from asr_inference.errors import InvalidAudio, PayloadTooLarge, UnsupportedMediaType
+from serving import serve, transcribe
 
 FFMPEG = audio.find_ffmpeg()
 
@@ -78,7 +77,7 @@ def test_lying_header_decoding_to_a_few_samples_is_400() -> None:
         w.setsampwidth(2)
         w.setframerate(16000)
         w.writeframes(np.zeros(16000, np.int16).tobytes())
-    truncated = buf.getvalue()[:44 + 20]  # header says 1 s; 10 samples remain
+    truncated = buf.getvalue()[: 44 + 20]  # header says 1 s; 10 samples remain
     with pytest.raises(InvalidAudio, match="too short"):
         audio.decode(truncated, max_audio_s=10, ffmpeg=None)
 

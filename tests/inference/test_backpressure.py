@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 import torch
-from serving import metric, metric_samples, serve, transcribe
-
 from asr_inference.backends import DecodeOptions, Prepared
+from serving import metric, metric_samples, serve, transcribe
 
 
 def _long_wav(speech_files: dict[str, Path], seconds: float) -> bytes:
@@ -68,9 +67,13 @@ async def test_disconnected_client_frees_its_slot(sensevoice_dir: Path, speech_f
     long_audio = _long_wav(speech_files, 120)
     boundary = "XyZ"
     body = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
-        "Content-Type: audio/wav\r\n\r\n"
-    ).encode() + long_audio + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+            "Content-Type: audio/wav\r\n\r\n"
+        ).encode()
+        + long_audio
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
     async with serve(model=str(sensevoice_dir), max_batch_size=1, segment_s=1, segment_overlap_s=0) as (app, client):
         engine = app.state.asr.engine
         sent: list[dict[str, Any]] = []
@@ -147,7 +150,9 @@ async def test_exception_in_batch_forward_fails_only_the_culprit(sensevoice_dir:
     assert retries == 1
 
 
-async def test_metrics_endpoint_exports_every_server_metric(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
+async def test_metrics_endpoint_exports_every_server_metric(
+    sensevoice_dir: Path, speech_files: dict[str, Path]
+) -> None:
     from asr_inference.metrics import metric_names
 
     async with serve(model=str(sensevoice_dir), cache_entries=8) as (_, client):

@@ -56,7 +56,6 @@ def test_paraformer_padding_leaks_without_zeroing(paraformer_dir: Path, speech_f
     import numpy as np
     import soundfile as sf
     import torch
-
     from asr_inference.backends.funasr_backend import FunASRBackend
     from asr_inference.config import Settings
 

@@ -7,11 +7,10 @@ import logging
 from pathlib import Path
 
 import pytest
-from serving import metric, metric_samples, serve, transcribe
-
 from asr_inference.cache import LRUCache, cache_key
 from asr_inference.config import Settings
 from asr_inference.logging_setup import configure_logging
+from serving import metric, metric_samples, serve, transcribe
 
 
 @pytest.fixture
@@ -49,9 +48,11 @@ async def test_one_json_line_per_request_to_a_rotated_file(
     lines = [json.loads(line) for f in files for line in (log_file.parent / f).read_text().splitlines()]
     requests = [entry for entry in lines if entry["msg"] == "request"]
     assert requests, "request lines must reach the rotated file"
-    entry = next(e for e in requests if e["request_id"] == "req-42") if any(
-        e["request_id"] == "req-42" for e in requests
-    ) else requests[-1]
+    entry = (
+        next(e for e in requests if e["request_id"] == "req-42")
+        if any(e["request_id"] == "req-42" for e in requests)
+        else requests[-1]
+    )
     assert entry["status"] == 200 and entry["path"] == "/v1/audio/transcriptions"
     assert entry["audio_s"] > 0 and entry["batch_size"] >= 1 and entry["duration_ms"] > 0
     everything = "".join((log_file.parent / f).read_text() for f in files)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from serving import metric, metric_samples, serve, transcribe
-
 from tiny_models import derive_sensevoice
 
 A, B = 100, 101  # ordinary word pieces of the tiny vocabulary (ids above the special tags)

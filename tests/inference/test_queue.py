@@ -1,0 +1,84 @@
+"""The batch-forming policy, on its own: size, padded audio budget, shrinking deadline, abandoned items."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from asr_inference.backends import DecodeOptions, Prepared
+from asr_inference.engine import BatchQueue, WorkItem
+from asr_inference.metrics import Metrics
+
+
+def _item(duration_s: float, enqueued_at: float | None = None) -> WorkItem:
+    fut: asyncio.Future = asyncio.get_running_loop().create_future()
+    item = WorkItem(Prepared(None, int(duration_s * 100), duration_s), DecodeOptions(), fut)
+    if enqueued_at is not None:
+        item.enqueued_at = enqueued_at
+    return item
+
+
+async def test_full_batch_is_taken_at_once() -> None:
+    q = BatchQueue(max_batch_size=3, max_wait_s=10, max_batch_audio_s=1000, metrics=Metrics())
+    items = [_item(1) for _ in range(5)]
+    for it in items:
+        q.put(it)
+    async with asyncio.timeout(1):  # a full batch never waits for the deadline
+        batch = await q.wait_for_batch()
+    assert batch == items[:3] and len(q) == 2
+
+
+async def test_padded_audio_budget_cuts_the_batch() -> None:
+    q = BatchQueue(max_batch_size=10, max_wait_s=10, max_batch_audio_s=20, metrics=Metrics())
+    for d in (2, 3, 6, 1):
+        q.put(_item(d))
+    batch = await asyncio.wait_for(q.wait_for_batch(), 1)
+    # 2 s, 3 s fit (2 x 3 = 6 padded); adding 6 s makes 3 x 6 = 18 <= 20; adding 1 s: 4 x 6 = 24 > 20
+    assert [it.prepared.duration_s for it in batch] == [2, 3, 6] and len(q) == 1
+
+
+async def test_deadline_counts_from_the_first_items_arrival() -> None:
+    q = BatchQueue(max_batch_size=8, max_wait_s=0.2, max_batch_audio_s=1000, metrics=Metrics())
+    q.put(_item(1, enqueued_at=time.monotonic() - 0.15))  # already waited 150 ms
+    t0 = time.monotonic()
+    batch = await q.wait_for_batch()
+    assert len(batch) == 1 and time.monotonic() - t0 < 0.2  # only the rest of its 200 ms
+
+
+async def test_items_arriving_before_the_deadline_join_the_batch() -> None:
+    q = BatchQueue(max_batch_size=4, max_wait_s=5, max_batch_audio_s=1000, metrics=Metrics())
+    q.put(_item(1))
+
+    async def later() -> None:
+        for _ in range(3):
+            await asyncio.sleep(0.01)
+            q.put(_item(1))
+
+    task = asyncio.create_task(later())
+    batch = await asyncio.wait_for(q.wait_for_batch(), 2)  # fills up long before the 5 s deadline
+    await task
+    assert len(batch) == 4
+
+
+async def test_abandoned_items_are_skipped_and_leave_the_depth_gauge() -> None:
+    metrics = Metrics()
+    q = BatchQueue(max_batch_size=4, max_wait_s=0, max_batch_audio_s=1000, metrics=metrics)
+    items = [_item(1) for _ in range(4)]
+    for it in items:
+        q.put(it)
+    items[0].future.cancel()  # client went away
+    items[2].future.cancel()
+    assert metrics.registry.get_sample_value("asr_queue_depth") == 4
+    q.drop_abandoned()
+    assert metrics.registry.get_sample_value("asr_queue_depth") == 2
+    batch = await q.wait_for_batch()
+    assert batch == [items[1], items[3]]
+
+
+@pytest.mark.parametrize("max_wait_s", [0.0, 0.05])
+async def test_single_item_runs_after_at_most_max_wait(max_wait_s: float) -> None:
+    q = BatchQueue(max_batch_size=16, max_wait_s=max_wait_s, max_batch_audio_s=1000, metrics=Metrics())
+    q.put(_item(1))
+    batch = await asyncio.wait_for(q.wait_for_batch(), 1)
+    assert len(batch) == 1
