@@ -23,7 +23,17 @@ SPECIAL = [
     "<|Speech|>", "<|BGM|>", "<|Laughter|>", "<|Applause|>", "<|Event_UNK|>",
     "<|withitn|>", "<|woitn|>",
 ]  # fmt: skip
-WORDS = ["the", "a", "of", "to", "and", "in", "is", "it", "you", "that", "he", "was", "for", "on", "are", "with", "as", "his", "they", "be", "at", "one", "have", "this", "from", "or", "had", "by", "hot", "word", "but", "what", "some", "we", "can", "out", "other", "were", "all", "there", "when", "up", "use", "your", "how", "said", "an", "each", "she", "which", "do", "their", "time", "if", "will", "way", "about", "many", "then", "them", "write", "would", "like", "so", "these", "her", "long", "make", "thing", "see", "him", "two", "has", "look", "more", "day", "could", "go", "come", "did", "number", "sound", "no", "most", "people", "my", "over", "know", "water", "than", "call", "first", "who", "may", "down", "side", "been", "now", "find", "any", "new", "work", "part", "take", "get", "place", "made", "live", "where", "after", "back", "little", "only", "round", "man", "year", "came", "show", "every", "good", "me", "give", "our", "under", "name", "very", "through", "just", "form", "great", "think", "say", "help", "low", "line", "turn", "cause", "much", "mean", "before", "move", "right", "boy", "old", "too", "same", "tell", "does", "set", "three", "want", "air", "well", "also", "play", "small", "end", "put", "home", "read", "hand", "port", "large", "spell", "add", "even", "land", "here", "must", "big", "high", "such", "follow", "act", "why", "ask", "men", "change", "went", "light", "kind", "off", "need", "house"]
+WORDS = (
+    "the a of to and in is it you that he was for on are with as his they be at one have this from or had "
+    "by hot word but what some we can out other were all there when up use your how said an each she "
+    "which do their time if will way about many then them write would like so these her long make thing "
+    "see him two has look more day could go come did number sound no most people my over know water than "
+    "call first who may down side been now find any new work part take get place made live where after "
+    "back little only round man year came show every good me give our under name very through just form "
+    "great think say help low line turn cause much mean before move right boy old too same tell does set "
+    "three want air well also play small end put home read hand port large spell add even land here must "
+    "big high such follow act why ask men change went light kind off need house"
+).split()
 FRONTEND_CONF = {
     "fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10,
     "lfr_m": 7, "lfr_n": 6, "dither": 0.0,
@@ -175,7 +185,23 @@ def build_funasr_nano(out: Path, cmvn_from: Path, seed: int = 0) -> Path:
     llm_dir = out / "Qwen3-tiny"
     llm_dir.mkdir(parents=True, exist_ok=True)
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
-    words = ["hello", "world", "speech", "recognition", "tiny", "random", "model", "test", "kubernetes", "server", "audio", "语音", "转写", "成", "文本"]
+    words = [
+        "hello",
+        "world",
+        "speech",
+        "recognition",
+        "tiny",
+        "random",
+        "model",
+        "test",
+        "kubernetes",
+        "server",
+        "audio",
+        "语音",
+        "转写",
+        "成",
+        "文本",
+    ]
     corpus = [" ".join(random.choice(words) for _ in range(random.randint(3, 10))) for _ in range(3000)]
     corpus += ["You are a helpful assistant.", "system user assistant", "语音转写：", "热词列表"]
     tok = Tokenizer(models.BPE())

@@ -14,10 +14,7 @@ CLIPS = ["short_hello.wav", "digits_a.wav", "digits_b.wav", "command_c.wav", "se
 async def _batched_vs_single(model_dir: Path, speech_files: dict[str, Path]) -> None:
     clips = [speech_files[name] for name in CLIPS]
     # max_wait_ms long enough that a concurrent burst always lands in one batch; cache off so nothing is reused.
-    async with serve(model=str(model_dir), max_batch_size=len(clips), max_wait_ms=1500, cache_entries=0) as (
-        app,
-        client,
-    ):
+    async with serve(model=str(model_dir), max_batch_size=len(clips), max_wait_ms=1500, cache_entries=0) as (_, client):
         before = await metric_samples(client)
         batched = await asyncio.gather(*(transcribe(client, clip, response_format="verbose_json") for clip in clips))
         after = await metric_samples(client)

@@ -20,7 +20,11 @@ from asr_inference.cli import build_parser, parse_settings
 from asr_inference.config import Settings
 from asr_inference.errors import ModelLoadError
 
-REQUIRED_FLAGS = ["--model", "--device", "--precision", "--max-batch-size", "--max-wait-ms", "--max-batch-audio-s", "--max-queue-size", "--request-timeout-s", "--max-upload-mb", "--max-audio-s", "--segment-s", "--cache-entries", "--log-level", "--log-format", "--log-file", "--log-max-bytes", "--log-backup-count", "--host", "--port", "--api-key"]
+REQUIRED_FLAGS = (
+    "--model --device --precision --max-batch-size --max-wait-ms --max-batch-audio-s --max-queue-size "
+    "--request-timeout-s --max-upload-mb --max-audio-s --segment-s --cache-entries --log-level "
+    "--log-format --log-file --log-max-bytes --log-backup-count --host --port --api-key"
+).split()
 
 
 def test_every_setting_is_a_flag_and_an_env_var(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,7 +50,7 @@ async def test_bf16_diverging_transcript_falls_back_to_fp32(close_call_dir: Path
     assert "differ from fp32" in ready["precision_fallback_reason"]
     assert metric(samples, "asr_precision_fallback_total") == 1
     assert any("serving fp32" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
-    fp32_ready, fp32_samples, fp32_text = await _ready_state(close_call_dir, "fp32")
+    _, fp32_samples, fp32_text = await _ready_state(close_call_dir, "fp32")
     assert text == fp32_text  # what is served is exactly the fp32 answer
     assert metric(fp32_samples, "asr_precision_fallback_total") == 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import tracemalloc
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def test_windows_partition_the_timeline(duration: float, segment: float, overlap
         assert w.start_s - 1e-9 <= w.own_start_s <= w.own_end_s <= w.end_s + 1e-9
         if len(windows) > 1:
             assert w.end_s - w.start_s >= min(MIN_TAIL_S, segment) - 1e-9
-    for a, b in zip(windows, windows[1:], strict=False):
+    for a, b in itertools.pairwise(windows):
         assert a.own_end_s == pytest.approx(b.own_start_s)  # owned parts tile [0, duration] with no gap
         assert b.start_s <= a.end_s + 1e-9  # neighbours touch or overlap
 
@@ -56,7 +57,7 @@ async def test_split_audio_is_stitched_with_segment_timestamps(
     segments = body["segments"]
     assert len(segments) == len(plan_windows(len(samples) / rate, 4, 1.0)) > 3
     assert segments[0]["start"] == 0 and segments[-1]["end"] == pytest.approx(body["duration"], abs=0.01)
-    for a, b in zip(segments, segments[1:], strict=False):
+    for a, b in itertools.pairwise(segments):
         assert a["end"] == pytest.approx(b["start"], abs=0.002)
     # every word sits in the segment that owns its start, in time order, no word twice at the same time
     starts = [w["start"] for w in body["words"]]
