@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import secrets
 import sys
 
 import kopf
@@ -46,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         namespaces=config.namespaces,
         standalone=not config.peering_name,
         peering_name=config.peering_name or None,
+        # kopf pauses an operator while a peer of higher OR EQUAL priority is alive: replicas of one Deployment
+        # need distinct priorities, or every replica pauses. The highest random draw leads; the rest stand by.
+        priority=secrets.randbelow(1_000_000) + 1 if config.peering_name else 0,
         liveness_endpoint=config.liveness_endpoint,
     )
     return 0

@@ -230,6 +230,12 @@ def test_cli_runs_kopf_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("ASR_OPERATOR_PEERING_NAME", "asr")
     cli.main([])
     assert calls[0]["clusterwide"] is True and calls[0]["standalone"] is False and calls[0]["peering_name"] == "asr"
+    assert kw["priority"] == 0
+    # HA replicas draw distinct priorities: kopf pauses any replica that sees a peer of equal priority
+    for _ in range(4):
+        cli.main([])
+    priorities = [c["priority"] for c in calls]
+    assert all(p > 0 for p in priorities) and len(set(priorities)) == len(priorities)
 
 
 def test_metrics_are_registered_with_the_documented_names() -> None:
