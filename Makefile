@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 serve: $(STAMP)
-	$(BIN)/asr-serve --host $(HOST) --port $(PORT)
+	$(BIN)/asr-serve --host $(HOST) --port $(PORT) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
