@@ -88,7 +88,8 @@ shows the product working, with no model hub and no GPU. **It is not a general s
 - Tokens: sentencepiece BPE (`bpe.model`, {vocab_size} pieces) that keeps SenseVoice's
   layout: `<unk>` = 0 is also the CTC blank, `<s>` = 1, `</s>` = 2, SenseVoice's 18 rich-transcription tags
   (`<|en|>`, `<|NEUTRAL|>`, `<|Speech|>`, `<|woitn|>`, ...) as single tokens, and every vocabulary word as one
-  piece. Output looks like SenseVoice's: `<|en|><|NEUTRAL|><|Speech|><|woitn|>one two three`.
+  piece. Raw output looks like SenseVoice's: `<|en|><|NEUTRAL|><|Speech|><|woitn|> one two three`
+  (funasr's `rich_transcription_postprocess` strips the tags).
 
 ## Held-out word error rate
 
