@@ -1,0 +1,185 @@
+"""Summaries, ratios and the plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .load import CellResult, Sample
+
+# (name in the JSON, numerator config, denominator config)
+RATIO_PAIRS = [
+    ("batched_vs_per_request", "ours-batched-fp32", "ours-per-request-fp32"),
+    ("batched_vs_funasr_server", "ours-batched-fp32", "funasr-server"),
+    ("per_request_vs_funasr_server", "ours-per-request-fp32", "funasr-server"),
+    ("bf16_vs_fp32", "ours-batched-bf16", "ours-batched-fp32"),
+    ("fp16_vs_fp32", "ours-batched-fp16", "ours-batched-fp32"),
+    ("best_reduced_vs_funasr_server", "ours-batched-bf16", "funasr-server"),
+]
+
+
+def latency_stats(samples: Sequence[Sample]) -> dict[str, float | None]:
+    lat = np.array([s.latency_s for s in samples if s.status == 200])
+    if lat.size == 0:
+        return {"p50": None, "p95": None, "p99": None, "mean": None, "max": None}
+    p50, p95, p99 = np.percentile(lat, [50, 95, 99])
+    return {
+        "p50": round(float(p50), 5),
+        "p95": round(float(p95), 5),
+        "p99": round(float(p99), 5),
+        "mean": round(float(lat.mean()), 5),
+        "max": round(float(lat.max()), 5),
+    }
+
+
+def summarize(cells: Sequence[CellResult]) -> dict[str, Any]:
+    """Pooled over repetitions: requests and audio over the summed wall time of the cells."""
+    samples = [s for c in cells for s in c.samples]
+    ok = [s for s in samples if s.status == 200]
+    wall = sum(c.finished - c.started for c in cells)
+    errors: dict[str, int] = {}
+    for s in samples:
+        if s.status != 200:
+            errors[str(s.status)] = errors.get(str(s.status), 0) + 1
+    audio = sum(s.audio_s for s in ok)
+    return {
+        "requests": len(samples),
+        "ok": len(ok),
+        "errors": errors,
+        "dropped": sum(c.dropped for c in cells),
+        "wall_s": round(wall, 4),
+        "audio_s": round(audio, 3),
+        "rps": round(len(ok) / wall, 3) if wall > 0 else 0.0,
+        "rtfx": round(audio / wall, 3) if wall > 0 else 0.0,  # audio seconds transcribed per wall second
+        "latency_s": latency_stats(samples),
+    }
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return round(a / b, 3)
+
+
+def ratios(
+    summary: dict[str, dict[str, dict[str, Any]]], per_rep: dict[str, dict[str, list[dict[str, Any]]]]
+) -> dict[str, Any]:
+    """For each pair and each load level (concurrency or rate): throughput ratio (pooled, plus min/max of the
+    per-repetition ratios) and p50/p95/p99 latency ratios (numerator ÷ denominator; < 1 = lower latency)."""
+    out: dict[str, Any] = {}
+    for name, num, den in RATIO_PAIRS:
+        if num not in summary or den not in summary:
+            continue
+        levels: dict[str, Any] = {}
+        for level, a in summary[num].items():
+            b = summary[den].get(level)
+            if b is None:
+                continue
+            reps = [
+                _ratio(x["rtfx"], y["rtfx"]) for x, y in zip(per_rep[num][level], per_rep[den][level], strict=False)
+            ]
+            reps_ok = [r for r in reps if r is not None]
+            levels[level] = {
+                "throughput": _ratio(a["rtfx"], b["rtfx"]),
+                "throughput_per_repeat": reps,
+                "throughput_min": min(reps_ok) if reps_ok else None,
+                "throughput_max": max(reps_ok) if reps_ok else None,
+                **{f"latency_{p}": _ratio(a["latency_s"][p], b["latency_s"][p]) for p in ("p50", "p95", "p99")},
+            }
+        out[name] = {"numerator": num, "denominator": den, "by_level": levels}
+    return out
+
+
+def served_vs_raw(summary: dict[str, dict[str, dict[str, Any]]], raw: dict[str, Any]) -> dict[str, Any]:
+    """Serving efficiency: served RTFx ÷ the raw model's best RTFx (features+forward, and forward only)."""
+    out: dict[str, Any] = {}
+    for config, levels in summary.items():
+        if not config.startswith("ours-"):
+            continue
+        precision = config.rsplit("-", 1)[-1]
+        ceiling = raw.get(precision)
+        if not ceiling:
+            continue
+        out[config] = {
+            level: {
+                "served_rtfx": s["rtfx"],
+                "vs_features_forward": _ratio(s["rtfx"], ceiling["best_features_forward_rtfx"]),
+                "vs_forward_only": _ratio(s["rtfx"], ceiling["best_forward_rtfx"]),
+            }
+            for level, s in levels.items()
+        }
+    return out
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    closed = result["closed_loop"]["summary"]
+    opened = result["open_loop"]["summary"]
+    panels = 3 if opened else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6.2 * panels, 4.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = {"p50": "-", "p95": "--", "p99": ":"}
+    for i, (config, levels) in enumerate(closed.items()):
+        color = colors[i % len(colors)]
+        xs = sorted(int(c) for c in levels)
+        axes[0].plot(xs, [levels[str(x)]["rtfx"] for x in xs], "o-", color=color, label=config)
+        for p, style in styles.items():
+            ys = [levels[str(x)]["latency_s"][p] for x in xs]
+            axes[1].plot(xs, ys, style, marker="o", ms=3, color=color, label=f"{config} {p}")
+    for precision, raw in (result.get("raw") or {}).items():
+        if raw:
+            axes[0].axhline(raw["best_features_forward_rtfx"], ls="--", lw=1, color="grey")
+            axes[0].annotate(
+                f"raw {precision} features+forward",
+                (axes[0].get_xlim()[0], raw["best_features_forward_rtfx"]),
+                fontsize=7,
+                color="grey",
+                va="bottom",
+            )
+    axes[0].set(
+        xscale="log", xlabel="concurrency (closed loop)", ylabel="RTFx (audio s per wall s)", title="Throughput"
+    )
+    axes[0].set_xticks(sorted({int(c) for lv in closed.values() for c in lv}))
+    axes[0].get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[0].legend(fontsize=7)
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="concurrency (closed loop)",
+        ylabel="latency (s)",
+        title="Latency p50 (—) p95 (--) p99 (··)",
+    )
+    axes[1].set_xticks(axes[0].get_xticks())
+    axes[1].get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[1].legend(fontsize=5, ncol=2)
+    if opened:
+        ax = axes[2]
+        for i, (config, levels) in enumerate(opened.items()):
+            color = colors[i % len(colors)]
+            rates = sorted(levels, key=float)
+            for p, style in (("p50", "-"), ("p95", "--")):
+                ys = [levels[r]["latency_s"][p] for r in rates]
+                ax.plot([float(r) for r in rates], ys, style, marker="o", ms=3, color=color, label=f"{config} {p}")
+        ax.set(
+            yscale="log",
+            xlabel="offered load (requests/s, Poisson)",
+            ylabel="latency (s)",
+            title="Open loop: latency p50 (—) p95 (--)",
+        )
+        ax.legend(fontsize=5, ncol=2)
+    m = result["machine"]
+    fig.suptitle(
+        f"{result['model']['name']} · {result['clips']['set']} ({result['clips']['count']} clips, "
+        f"mean {result['clips']['mean_s']:.1f} s) · {m['device']} · {m['cpus']} CPUs",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
