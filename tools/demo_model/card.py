@@ -28,6 +28,7 @@ from common import (
     TRAIN_VARIANTS,
     read_jsonl,
 )
+from fixtures import DEMO_TEXT, DEMO_VOICE
 
 BUILD_COMMAND = "tools/demo_model/build.sh inference/asr_inference/models/demo /tmp/demo_work"
 
@@ -106,6 +107,9 @@ and the espeak-ng voice has an unseen base voice (`unseen_base`), an unseen vari
 Batched generation (batch 16) gave the same text as one clip at a time for
 {clean["batched_equals_single"]}/{clean["clips"]} clean and {noisy["batched_equals_single"]}/{noisy["clips"]}
 noisy clips.
+
+The README sample `samples/demo.wav` ("{DEMO_TEXT}", held-out voice {DEMO_VOICE[0]}, {DEMO_VOICE[1]} wpm, pitch
+{DEMO_VOICE[2]}) is not part of this evaluation: its voice was picked for the demo, so it measures nothing.
 
 ## Data recipe (`tools/demo_model/synth.py`)
 
