@@ -79,7 +79,7 @@ async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
     # 1) precision check on a full batch, on the inference thread (fp32 vs the requested reduced precision)
     samples = warmup_samples(settings)
     prepared = [await loop.run_in_executor(pool, backend.prepare, s) for s in samples]
-    info = await loop.run_in_executor(engine._executor, backend.warm, prepared)
+    info = await engine.run_on_device(backend.warm, prepared)
     if info.precision_fallback_reason is not None:
         metrics.precision_fallback_total.inc()
     # 2) the whole path — decode, features, queue, batch, forward, stitch — with the full batch at once

@@ -17,15 +17,17 @@ import collections
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .backends import Backend, DecodeOptions, ItemResult, Prepared
 from .errors import InferenceFailed, NotReady, QueueFull
 from .metrics import Metrics
 
 log = logging.getLogger("asr_inference.engine")
+T = TypeVar("T")
 
 
 @dataclass
@@ -188,6 +190,10 @@ class Engine:
             )
         self._reserved += 1
         return Admission(self)
+
+    async def run_on_device(self, fn: Callable[..., T], *args: object) -> T:
+        """Run `fn` on the inference thread (warm-up, precision checks): never beside a batch."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     def submit(self, prepared: Prepared, options: DecodeOptions) -> WorkItem:
         if self._task is None or self._task.done():

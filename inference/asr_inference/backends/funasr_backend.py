@@ -189,7 +189,7 @@ class FunASRBackend:
                 return self._sensevoice(items, options)
             if self.family == "paraformer":
                 return self._paraformer(items, options)
-            return self._nano(items, options, precision)
+            return self._nano(items, options)
 
     def _padded(self, items: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
         feats = pad_sequence([it.data for it in items], batch_first=True).to(self.device)
@@ -271,9 +271,7 @@ class FunASRBackend:
             results.append(ItemResult(text=self.detokenize(pieces), tokens=tokens))
         return results, finite
 
-    def _nano(
-        self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str
-    ) -> tuple[list[ItemResult], bool]:
+    def _nano(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> tuple[list[ItemResult], bool]:
         ordered: list[ItemResult | None] = [None] * len(items)
         for group in dict.fromkeys(options):  # generate() takes one set of options per call
             idx = [i for i, o in enumerate(options) if o == group]
