@@ -39,9 +39,9 @@ e2e: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/asr-bench $(BENCH_ARGS)
 
-# Retrain the embedded demo model (~15 min on 2 cores; needs espeak-ng + sox). See tools/demo_model/README.md.
+# Retrain the embedded demo model (25-30 min on 2 cores; needs espeak-ng + sox). See tools/demo_model/README.md.
 demo-model: $(STAMP)
-	PATH=$(CURDIR)/$(BIN):$$PATH tools/demo_model/build.sh inference/asr_inference/models/demo $${DEMO_WORK:-/tmp/demo_work}
+	tools/demo_model/build.sh inference/asr_inference/models/demo $${DEMO_WORK:-/tmp/demo_work}
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
