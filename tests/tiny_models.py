@@ -52,6 +52,12 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _write_configuration_json(out: Path, file_path_metas: dict[str, Any]) -> None:
+    """The hub layout: `file_path_metas` makes funasr resolve relative names in config.yaml against the dir."""
+    body = {"framework": "pytorch", "task": "auto-speech-recognition", "model": {"type": "funasr"}}
+    (out / "configuration.json").write_text(json.dumps({**body, "file_path_metas": file_path_metas}))
+
+
 def _write_cmvn(path: Path) -> None:
     """am.mvn from the features of a little noise + a tone (560-dim after LFR)."""
     from funasr.frontends.wav_frontend import WavFrontend
@@ -102,20 +108,14 @@ def build_sensevoice(out: Path, seed: int = 1234) -> Path:
         "frontend_conf": {**FRONTEND_CONF, "cmvn_file": None},
     }
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (out / "configuration.json").write_text(
-        json.dumps(
-            {
-                "framework": "pytorch",
-                "task": "auto-speech-recognition",
-                "model": {"type": "funasr"},
-                "file_path_metas": {
-                    "init_param": "model.pt",
-                    "config": "config.yaml",
-                    "tokenizer_conf": {"bpemodel": "bpe.model"},
-                    "frontend_conf": {"cmvn_file": "am.mvn"},
-                },
-            }
-        )
+    _write_configuration_json(
+        out,
+        {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"bpemodel": "bpe.model"},
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
     )
     _write_cmvn(out / "am.mvn")
     model = tables.model_classes.get("SenseVoiceSmall")(
@@ -241,21 +241,15 @@ def build_funasr_nano(out: Path, cmvn_from: Path, seed: int = 0) -> Path:
         "ctc_decoder": None,
     }  # fmt: skip
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    (out / "configuration.json").write_text(
-        json.dumps(
-            {
-                "framework": "pytorch",
-                "task": "auto-speech-recognition",
-                "model": {"type": "funasr"},
-                "file_path_metas": {
-                    "init_param": "model.pt",
-                    "config": "config.yaml",
-                    "tokenizer_conf": {"init_param_path": "Qwen3-tiny"},
-                    "llm_conf": {"init_param_path": "Qwen3-tiny"},
-                    "frontend_conf": {"cmvn_file": "am.mvn"},
-                },
-            }
-        )
+    _write_configuration_json(
+        out,
+        {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"init_param_path": "Qwen3-tiny"},
+            "llm_conf": {"init_param_path": "Qwen3-tiny"},
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
     )
     shutil.copy(cmvn_from / "am.mvn", out / "am.mvn")
     import funasr.models.fun_asr_nano.model
