@@ -161,3 +161,23 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(sensevoice_dir: Path, spee
     assert '"drained": true' in output
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{base}/healthz", timeout=2)
+
+
+def test_frontend_dither_is_forced_off_for_deterministic_results(sensevoice_dir: Path, tmp_path: Path) -> None:
+    """WavFrontend's default dither=1.0 adds fresh noise on every call; the backend turns it off."""
+    import numpy as np
+    import yaml
+
+    from asr_inference.backends.funasr_backend import FunASRBackend
+
+    dithered = tmp_path / "dithered"
+    shutil.copytree(sensevoice_dir, dithered)
+    config = yaml.safe_load((dithered / "config.yaml").read_text())
+    config["frontend_conf"]["dither"] = 1.0
+    (dithered / "config.yaml").write_text(yaml.safe_dump(config))
+    backend = FunASRBackend(Settings(model=str(dithered), device="cpu"))
+    backend.load()
+    wave = (np.random.default_rng(1).standard_normal(16000) * 0.1).astype(np.float32)
+    first, second = backend.prepare(wave), backend.prepare(wave)
+    assert backend.frontend.dither == 0.0
+    assert torch.equal(first.data, second.data)
