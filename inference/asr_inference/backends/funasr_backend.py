@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pad_sequence
 from .. import model_source
 from ..config import Settings
 from ..errors import ModelLoadError
+from ..features import FastFbank
 from .base import DecodeOptions, ItemResult, ModelInfo, Prepared, Token
 
 log = logging.getLogger("asr_inference.backend")
@@ -63,6 +64,7 @@ class FunASRBackend:
         self.model: Any = None
         self.frontend: Any = None
         self.tokenizer: Any = None
+        self._features: FastFbank | None = None
 
     # ------------------------------------------------------------------ load
     def load(self) -> None:
@@ -97,6 +99,8 @@ class FunASRBackend:
             log.info("setting WavFrontend dither %s -> 0.0 for deterministic results", self.frontend.dither)
             self.frontend.dither = 0.0
         self._verify_weights(self._am.kwargs.get("init_param"))
+        if self.frontend is not None and self.family != "fun-asr-nano":
+            self._features = FastFbank(self.frontend)
         if self.family == "sensevoice":
             self.languages = frozenset(self.model.lid_dict)
             self.supports_token_times = True
@@ -138,9 +142,10 @@ class FunASRBackend:
         duration = len(samples) / 16000
         if self.family == "fun-asr-nano":
             return Prepared(wave, len(samples), duration)
+        assert self._features is not None
         with torch.inference_mode():
-            feats, _ = self.frontend(wave[None, :], [wave.shape[0]])
-        return Prepared(feats[0], int(feats.shape[1]), duration)
+            feats = self._features(wave)
+        return Prepared(feats, int(feats.shape[0]), duration)
 
     # ------------------------------------------------------------------ precision
     def _autocast(self, precision: str) -> contextlib.AbstractContextManager[Any]:
