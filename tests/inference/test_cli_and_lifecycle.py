@@ -167,7 +167,6 @@ def test_frontend_dither_is_forced_off_for_deterministic_results(sensevoice_dir:
     """WavFrontend's default dither=1.0 adds fresh noise on every call; the backend turns it off."""
     import numpy as np
     import yaml
-
     from asr_inference.backends.funasr_backend import FunASRBackend
 
     dithered = tmp_path / "dithered"

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from asr_inference.features import FastFbank, kaldi_mel_banks
 
 
