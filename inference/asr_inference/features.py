@@ -67,9 +67,16 @@ class FastFbank:
         self.preemph = 0.97
         self.supported = self.snip_edges and float(getattr(frontend, "dither", 0.0)) == 0.0
 
-    def fbank(self, wave: torch.Tensor) -> torch.Tensor:
+    def fbank(self, wave: torch.Tensor, chunk_frames: int = 1024) -> torch.Tensor:
+        """Log-mel frames. Frames are independent, so they are computed `chunk_frames` at a time: the
+        temporaries (frames, spectrum) stay ~10 MB whatever the audio length."""
         x = wave * 32768.0 if self.upscale else wave
-        frames = x.unfold(0, self.win, self.shift)  # (T, win), snip_edges framing
+        frames = x.unfold(0, self.win, self.shift)  # (T, win) view, snip_edges framing
+        return torch.cat(
+            [self._fbank_frames(frames[i : i + chunk_frames]) for i in range(0, len(frames), chunk_frames)]
+        )
+
+    def _fbank_frames(self, frames: torch.Tensor) -> torch.Tensor:
         frames = frames - frames.mean(dim=1, keepdim=True)
         emph = torch.empty_like(frames)
         emph[:, 1:] = frames[:, 1:] - self.preemph * frames[:, :-1]

@@ -18,7 +18,7 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 
 from . import audio as audio_mod
-from .backends import Backend, DecodeOptions, ItemResult, Token
+from .backends import Backend, DecodeOptions, ItemResult, Prepared, Token
 from .cache import LRUCache, cache_key
 from .config import Settings
 from .engine import Admission, Engine
@@ -73,31 +73,56 @@ class Transcriber:
     ) -> tuple[Transcript, bool]:
         """Returns the transcript and whether it came from the cache. `trusted` (the warm-up's own audio) skips
         the upload-size limit and the cache."""
-        limit = 2**62 if trusted else self._max_upload_bytes
-        digest, _ = await self._in_pool(sha256_of, upload, limit)
         use_cache = self.cache.max_entries > 0 and not trusted
-        key = cache_key(digest, options, self.settings.segment_s, self.settings.segment_overlap_s)
+        limit = 2**62 if trusted else self._max_upload_bytes
+        key, cached, decoded, prepared = await self._in_pool(self._ingest, upload, options, limit, use_cache)
+        if cached is not None:
+            self.metrics.cache_hits_total.inc()
+            return cached, True
         if use_cache:
-            cached = self.cache.get(key)
-            if cached is not None:
-                self.metrics.cache_hits_total.inc()
-                return cached, True
             self.metrics.cache_misses_total.inc()
-        decoded = await self._in_pool(self._decode, upload, stage="decode")
+        assert decoded is not None
         try:
-            transcript = await self.transcribe_samples(decoded.samples, options, admission)
+            transcript = await self.transcribe_samples(decoded.samples, options, admission, prepared=prepared)
         finally:
             decoded.close()
         if use_cache:
             self.cache.put(key, transcript)
         return transcript, False
 
-    def _decode(self, upload: BinaryIO) -> audio_mod.Audio:
-        return audio_mod.decode(upload, max_audio_s=self.settings.max_audio_s, ffmpeg=self.ffmpeg)
+    def _ingest(
+        self, upload: BinaryIO, options: DecodeOptions, limit: int, use_cache: bool
+    ) -> tuple[str, Transcript | None, audio_mod.Audio | None, Prepared | None]:
+        """Hash → cache lookup → decode → (audio that needs no splitting) features, in ONE worker-thread hop:
+        each hop between the event loop and a thread costs more than hashing a short clip."""
+        digest, _ = sha256_of(upload, limit)
+        key = cache_key(digest, options, self.settings.segment_s, self.settings.segment_overlap_s)
+        if use_cache and (cached := self.cache.get(key)) is not None:
+            return key, cached, None, None
+        stages = self.metrics.stage_duration_seconds
+        t0 = time.perf_counter()
+        decoded = audio_mod.decode(upload, max_audio_s=self.settings.max_audio_s, ffmpeg=self.ffmpeg)
+        t1 = time.perf_counter()
+        stages.labels(stage="decode").observe(t1 - t0)
+        if decoded.duration_s > self.settings.segment_s:
+            return key, None, decoded, None
+        try:
+            prepared = self.backend.prepare(np.asarray(decoded.samples, dtype=np.float32))
+        except BaseException:
+            decoded.close()
+            raise
+        stages.labels(stage="features").observe(time.perf_counter() - t1)
+        return key, None, decoded, prepared
 
     async def transcribe_samples(
-        self, samples: np.ndarray, options: DecodeOptions, admission: Admission | None = None
+        self,
+        samples: np.ndarray,
+        options: DecodeOptions,
+        admission: Admission | None = None,
+        *,
+        prepared: Prepared | None = None,
     ) -> Transcript:
+        """`prepared`: the features of the whole audio, already made (audio that fits one window)."""
         duration = len(samples) / audio_mod.SAMPLE_RATE
         overlap = self.settings.segment_overlap_s if self.backend.supports_token_times else 0.0
         windows = plan_windows(duration, self.settings.segment_s, overlap)
@@ -107,9 +132,12 @@ class Transcriber:
         async def run_window(w: Window) -> ItemResult:
             async with in_flight:
                 a, b = int(w.start_s * audio_mod.SAMPLE_RATE), int(w.end_s * audio_mod.SAMPLE_RATE)
-                chunk = np.array(samples[a:b], dtype=np.float32)  # copy: pages in only this window
-                prepared = await self._in_pool(self.backend.prepare, chunk, stage="features")
-                item = self.engine.submit(prepared, options)
+                if prepared is not None and len(windows) == 1:
+                    ready = prepared
+                else:
+                    chunk = np.array(samples[a:b], dtype=np.float32)  # copy: pages in only this window
+                    ready = await self._in_pool(self.backend.prepare, chunk, stage="features")
+                item = self.engine.submit(ready, options)
                 if admission is not None:
                     admission.release()  # its items now count in the queue itself
                 result = await item.future

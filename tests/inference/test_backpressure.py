@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -48,18 +49,28 @@ async def test_flood_gets_429_with_retry_after(sensevoice_dir: Path, speech_file
 async def test_request_timeout_is_504_and_drops_its_queued_items(
     sensevoice_dir: Path, speech_files: dict[str, Path]
 ) -> None:
-    long_audio = _long_wav(speech_files, 240)  # 240 windows of 1 s at batch size 1: far longer than the timeout
-    async with serve(
-        model=str(sensevoice_dir), max_batch_size=1, segment_s=1, segment_overlap_s=0, request_timeout_s=1.0
-    ) as (app, client):
-        r = await transcribe(client, long_audio)
+    """The inference thread is held busy (deterministically, no race with the clock): the request's items wait in
+    the queue past the timeout → 504; once the device is free the batcher skips the abandoned items."""
+    settings = {"max_batch_size": 1, "request_timeout_s": 0.5, "segment_s": 2, "segment_overlap_s": 0}
+    async with serve(model=str(sensevoice_dir), **settings) as (app, client):
         engine = app.state.asr.engine
+        before = metric(await metric_samples(client), "asr_batch_size_count")
+        device_free = threading.Event()
+        blocker = asyncio.create_task(engine.run_on_device(device_free.wait, 30))
+        r = await transcribe(client, speech_files["longer_f.wav"])  # 7.9 s: 4 windows of 2 s
+        engine.queue.drop_abandoned()
+        queued_after_timeout = len(engine.queue)
+        device_free.set()
+        await blocker
+        ok = await transcribe(client, speech_files["digits_a.wav"])  # the server is free again
         engine.queue.drop_abandoned()
         depth_after = len(engine.queue)
-        ok = await transcribe(client, speech_files["digits_a.wav"])  # the server is free again
+        samples = await metric_samples(client)
     assert r.status_code == 504 and r.json()["error"]["code"] == "timeout"
-    assert depth_after == 0
-    assert ok.status_code == 200
+    assert queued_after_timeout == 0  # its queued windows were abandoned with the request
+    assert ok.status_code == 200 and depth_after == 0
+    # the one window already handed to the device, then the second request: the 3 other windows never ran
+    assert metric(samples, "asr_batch_size_count") - before == 2
 
 
 async def test_disconnected_client_frees_its_slot(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:

@@ -84,16 +84,16 @@ def _write_noise_wav(path: Path, minutes: int, rate: int = 16000) -> None:
 
 
 async def test_one_hour_upload_stays_within_a_few_batches_of_memory(sensevoice_dir: Path, tmp_path: Path) -> None:
-    """Memory follows the batch, not the file: after a 5-minute upload has set the working set (the model's
-    activations for a batch of windows, allocator pools), a one-hour upload — 230 MB of decoded float32 — adds
-    almost nothing to resident memory."""
+    """Memory follows the batch, not the file: after 10-minute uploads have set the working set (the model's
+    activations for a batch of windows, allocator pools), a one-hour upload — 230 MB of decoded float32 — needs no
+    more resident memory (run-to-run noise here is ~40 MB; holding every window at once measured +400 MB)."""
     short, hour = tmp_path / "short.wav", tmp_path / "hour.wav"
-    _write_noise_wav(short, 5)
+    _write_noise_wav(short, 10)
     _write_noise_wav(hour, 60)
     async with serve(model=str(sensevoice_dir), segment_s=60, max_batch_size=4, max_audio_s=4000) as (app, _):
         transcriber = app.state.asr.transcriber
         peaks = []
-        for path in (short, hour):
+        for path in (short, short, hour):
             peak = _rss_anon_bytes()
             done = threading.Event()
 
@@ -114,5 +114,5 @@ async def test_one_hour_upload_stays_within_a_few_batches_of_memory(sensevoice_d
     decoded_size = 3600 * 16000 * 4
     assert transcript.duration == pytest.approx(3600, abs=0.1)
     assert len(transcript.segments) == len(plan_windows(3600, 60, app.state.asr.settings.segment_overlap_s))
-    extra = peaks[1] - peaks[0]
-    assert extra < decoded_size / 8, f"the hour needed {extra / 1e6:.0f} MB more than 5 minutes did"
+    extra = peaks[2] - max(peaks[:2])
+    assert extra < decoded_size / 4, f"the hour needed {extra / 1e6:.0f} MB more than 10 minutes did"
