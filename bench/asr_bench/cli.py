@@ -26,7 +26,7 @@ from typing import Any
 from . import clips as clips_mod
 from . import load, report
 from . import raw as raw_mod
-from .servers import ServerConfig, ServerProcess, standard_configs
+from .servers import ServerConfig, ServerProcess, parse_variant, standard_configs
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODEL = REPO / "inference" / "asr_inference" / "models" / "demo"
@@ -48,7 +48,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         help="model directory; or 'sensevoice-small-random' / 'paraformer-large-random' (random weights, "
-        "real dimensions, built under OUT/models on first use) [default: the embedded demo model]",
+        "real dimensions, built under --models-dir on first use) [default: the embedded demo model]",
+    )
+    p.add_argument(
+        "--models-dir",
+        type=Path,
+        default=Path("bench-results/models"),
+        help="where the random real-dimension models are built [default: bench-results/models]",
     )
     p.add_argument(
         "--url",
@@ -95,16 +101,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="extra asr-serve flag (repeatable), e.g. --server-arg=--segment-s=20",
     )
     p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=BASE,ARG,...",
+        help="an extra config: standard config BASE plus asr-serve flags (and env:KEY=VALUE items), run interleaved "
+        "with the others and compared with its base, e.g. ours-ncpu1=ours-batched-fp32,--ncpu=1 (repeatable)",
+    )
+    p.add_argument(
         "--peer-stock",
         action="store_true",
         help="run funasr-server unmodified (its AutoModel then uses 4 torch threads whatever --ncpu says)",
     )
+    p.add_argument(
+        "--warmup-requests",
+        type=int,
+        default=None,
+        help="unmeasured requests per config before the cells [default: 2 x --max-batch-size; quick: 8]",
+    )
     p.add_argument("--no-raw", action="store_true", help="skip the raw model ceiling")
+    p.add_argument("--raw-only", action="store_true", help="only the raw model ceiling (fp32 and bf16), no servers")
     p.add_argument(
         "--profile",
         default=None,
         metavar="CONFIG@CONCURRENCY",
         help="py-spy record this config during this closed-loop cell (first repetition), e.g. ours-batched-fp32@16",
+    )
+    p.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil): who serialises whom",
     )
     p.add_argument("--start-timeout", type=float, default=900.0, help="seconds a server may take to be ready")
     p.add_argument(
@@ -159,6 +185,33 @@ def _busy_processes(exclude: set[int]) -> list[dict[str, Any]]:
     return rows
 
 
+def _git_state() -> dict[str, Any]:
+    """Which server code was measured: the commit, and whether inference/ had uncommitted changes."""
+
+    def git(*a: str) -> str:
+        try:
+            return subprocess.run(
+                ["git", "-C", str(REPO), *a], capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.find_spec("asr_inference")
+    pkg = Path(spec.origin).parent if spec is not None and spec.origin else None
+    digest = hashlib.sha256()
+    for f in sorted(pkg.rglob("*.py")) if pkg is not None else []:
+        digest.update(f.read_bytes())
+    return {
+        "commit": git("rev-parse", "HEAD") or None,
+        "inference_dirty": bool(git("status", "--porcelain", "--", "inference")),
+        "asr_inference_path": str(pkg) if pkg is not None else None,  # a PYTHONPATH snapshot shows up here
+        "asr_inference_sha256": digest.hexdigest()[:16],  # of its .py files: identifies the code measured
+    }
+
+
 def _loadavg() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
@@ -179,7 +232,7 @@ class Progress:
         self.bar.close()
 
 
-def _resolve_model(spec: str | None, out: Path) -> Path:
+def _resolve_model(spec: str | None, models_dir: Path) -> Path:
     if spec is None:
         if not (DEMO_MODEL / "model.pt").is_file():
             raise SystemExit(f"asr-bench: the embedded demo model is missing ({DEMO_MODEL}); pass --model")
@@ -187,7 +240,7 @@ def _resolve_model(spec: str | None, out: Path) -> Path:
     if spec in BUILT_MODELS:
         from .make_model import ensure
 
-        return ensure(BUILT_MODELS[spec], (out / "models" / spec).resolve())
+        return ensure(BUILT_MODELS[spec], (models_dir / spec).resolve())
     path = Path(spec).expanduser().resolve()
     if not (path / "config.yaml").is_file():
         raise SystemExit(f"asr-bench: --model {spec!r} is not a model directory (no config.yaml)")
@@ -233,7 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         host = urlparse(args.url).hostname
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise SystemExit("asr-bench: --url must point at 127.0.0.1 (this tool only loads loopback servers)")
-    model = _resolve_model(args.model, out)
+    model = _resolve_model(args.model, args.models_dir)
     default_clips = "demo-heldout" if clips_mod.CLIP_SETS["demo-heldout"].is_dir() else "speech"
     clip_set, clip_list = clips_mod.load(args.clips or default_clips, out)
     durations = [c.duration_s for c in clip_list]
@@ -246,8 +299,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         unknown = [n for n in names if n not in catalogue]
         if unknown:
             raise SystemExit(f"asr-bench: unknown config(s) {unknown}; choose from {sorted(catalogue)}")
-        configs = [catalogue[n] for n in names]
+        configs = [] if args.raw_only else [catalogue[n] for n in names]
+        try:
+            configs += [parse_variant(v, catalogue) for v in args.variant]
+        except ValueError as exc:
+            raise SystemExit(f"asr-bench: {exc}") from exc
 
+    variants = {c.name: c.base for c in configs if c.base}
     result: dict[str, Any] = {
         "schema": "asr-bench/1",
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -275,8 +333,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "server_args": args.server_arg,
             "peer_threads": "stock (4)" if args.peer_stock else ncpu,
             "cache_entries": 0,
+            "warmup_requests": args.warmup_requests,
         },
     }
+    result["server_source"] = _git_state()
     result["machine"]["loadavg_start"] = _loadavg()
     result["machine"]["other_busy_processes_start"] = _busy_processes({os.getpid()})
 
@@ -307,10 +367,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 file=sys.stderr,
             )
         for cfg in configs:
-            asyncio.run(_warm_requests(urls[cfg.name], cfg, clip_list, 8 if quick else 2 * args.max_batch_size))
+            n_warm = (
+                args.warmup_requests if args.warmup_requests is not None else (8 if quick else 2 * args.max_batch_size)
+            )
+            if n_warm > 0:
+                asyncio.run(_warm_requests(urls[cfg.name], cfg, clip_list, n_warm))
 
         # ---------------------------------------------------------------- closed loop, interleaved
-        do_open = not quick and args.rate != [0.0]
+        do_open = not quick and args.rate != [0.0] and bool(configs)
         rates: list[float] = list(args.rate or []) if do_open else []
         n_open = (len(rates) or 2) if do_open else 0
         total = repeats * len(concurrency) * len(configs) * requests + n_open * len(configs) * requests
@@ -320,7 +384,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         profile_target = tuple(args.profile.split("@")) if args.profile else None
         for rep in range(repeats):
             for li, conc in enumerate(concurrency):
-                shift = (rep + li) % len(configs)
+                shift = (rep + li) % max(1, len(configs))
                 order = configs[shift:] + configs[:shift]
                 for cfg in order:
                     progress.describe(f"{cfg.name} c={conc} rep {rep + 1}/{repeats}")
@@ -336,6 +400,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         servers.get(cfg.name),
                         profile_target,
                         out,
+                        args.profile_gil,
                     )
                     cells.append(cell["record"])
                     raw_cells[cfg.name].setdefault(str(conc), []).append(cell["result"])
@@ -364,6 +429,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for cfg in configs[shift:] + configs[:shift]:
                     progress.describe(f"{cfg.name} rate={rate:g}/s")
                     before = asyncio.run(load.scrape(urls[cfg.name])) if cfg.has_metrics else None
+                    proc_of = servers.get(cfg.name)
+                    pid = proc_of.proc.pid if proc_of is not None and proc_of.proc is not None else None
+                    cpu0, me0 = (load.process_cpu_s(pid) if pid else None), load.self_cpu_s()
                     res = asyncio.run(
                         load.open_loop(
                             urls[cfg.name],
@@ -376,6 +444,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             on_done=progress.step,
                         )
                     )
+                    cpu1 = load.process_cpu_s(pid) if pid else None
+                    res.client_cpu_s = load.self_cpu_s() - me0
+                    res.server_cpu_s = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
                     rec = {"config": cfg.name, "rate": rate, **report.summarize([res]), "loadavg": _loadavg()}
                     if before is not None:
                         rec["server"] = load.metrics_delta(before, asyncio.run(load.scrape(urls[cfg.name])))
@@ -388,7 +459,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["open_loop"] = {
                 "cells": open_cells,
                 "summary": open_summary,
-                "ratios": report.ratios(open_summary, open_per_rep),
+                "ratios": report.ratios(open_summary, open_per_rep, variants),
             }
         else:
             result["open_loop"] = {"cells": [], "summary": {}, "ratios": {}}
@@ -409,6 +480,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     raw: dict[str, Any] = {}
     if not args.no_raw and not args.url:
         precisions = sorted({c.precision for c in configs if c.kind == "ours"}) or ["fp32"]
+        if args.raw_only:
+            precisions = ["fp32", "bf16" if args.device == "cpu" else "fp16"]
         for precision in precisions:
             print(f"asr-bench: raw model ceiling ({precision}) ...", file=sys.stderr)
             raw[precision] = raw_mod.measure_in_thread(
@@ -422,7 +495,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 min_reps=1 if quick else 3,
             )
     result["raw"] = raw
-    result["closed_loop"]["ratios"] = report.ratios(summary, per_rep)
+    result["closed_loop"]["ratios"] = report.ratios(summary, per_rep, variants)
     result["serving_efficiency"] = report.served_vs_raw(summary, raw)
     result["machine"]["loadavg_end"] = _loadavg()
     result["machine"]["other_busy_processes_end"] = _busy_processes({os.getpid()})
@@ -450,6 +523,7 @@ def _run_closed(
     server: ServerProcess | None,
     profile_target: tuple[str, ...] | None,
     out: Path,
+    gil: bool = False,
 ) -> dict[str, Any]:
     before = asyncio.run(load.scrape(url)) if cfg.has_metrics else None
     recorder = None
@@ -457,8 +531,12 @@ def _run_closed(
     if profiled and server is not None and server.proc is not None:
         from .profile import Recorder
 
-        recorder = Recorder(server.proc.pid, out / f"profile-{cfg.name}-c{conc}.txt")
+        suffix = "-gil" if gil else ""
+        recorder = Recorder(server.proc.pid, out / f"profile-{cfg.name}-c{conc}{suffix}.txt", gil=gil)
         time.sleep(0.5)
+    pid = server.proc.pid if server is not None and server.proc is not None else None
+    cpu0 = load.process_cpu_s(pid) if pid else None
+    me0 = load.self_cpu_s()
     res = asyncio.run(
         load.closed_loop(
             url,
@@ -471,6 +549,9 @@ def _run_closed(
             offset=rep * 7,
         )
     )
+    cpu1 = load.process_cpu_s(pid) if pid else None
+    res.client_cpu_s = load.self_cpu_s() - me0
+    res.server_cpu_s = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
     record: dict[str, Any] = {
         "config": cfg.name,
         "concurrency": conc,

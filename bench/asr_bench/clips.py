@@ -96,7 +96,7 @@ def espeak_clips(out: Path, count: int, min_s: float, max_s: float, seed: int = 
                 )
                 raw, rate = sf.read(tmp.name, dtype="float32")
             if len(raw) / rate >= target or len(words) > 200:
-                data = raw
+                data = raw[: int(max_s * rate)]  # a sentence may overshoot: cut at max_s
                 break
         wav, duration = _to_16k_mono_wav(data, rate)
         path.write_bytes(wav)

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -39,7 +40,28 @@ class CellResult:
     samples: list[Sample] = field(default_factory=list)
     started: float = 0.0
     finished: float = 0.0
+    last_issued: float | None = None  # closed loop: when the last request was sent (all clients busy until then)
     dropped: int = 0  # open loop: arrivals not sent because too many were outstanding
+    server_cpu_s: float | None = None  # CPU time (user+system, all threads) the server process used in the cell
+    client_cpu_s: float | None = None  # CPU time this load generator used in the cell (it shares the machine)
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_s() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _client(concurrency: int, timeout_s: float) -> httpx.AsyncClient:
@@ -87,6 +109,7 @@ async def closed_loop(
             while issued < requests and time.perf_counter() < deadline:
                 clip = clips[(offset + issued) % len(clips)]
                 issued += 1
+                result.last_issued = time.perf_counter()
                 sample = await _send(client, url, clip, form, time.perf_counter())
                 result.samples.append(sample)
                 if on_done is not None:

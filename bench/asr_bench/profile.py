@@ -23,30 +23,14 @@ def py_spy() -> str | None:
 
 
 class Recorder:
-    def __init__(self, pid: int, out: Path, rate: int = 97) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 97, gil: bool = False) -> None:
         self.out = out
         exe = py_spy()
         if exe is None:
             raise RuntimeError("py-spy is not installed (pip install py-spy)")
-        self.proc = subprocess.Popen(
-            [
-                exe,
-                "record",
-                "--pid",
-                str(pid),
-                "--format",
-                "raw",
-                "--threads",
-                "--nonblocking",
-                "--rate",
-                str(rate),
-                "--output",
-                str(out),
-                "--subprocesses",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        cmd = [exe, "record", "--pid", str(pid), "--format", "raw", "--threads", "--nonblocking"]
+        cmd += ["--rate", str(rate), "--output", str(out), "--subprocesses", *(["--gil"] if gil else [])]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def stop(self) -> str:
         import signal

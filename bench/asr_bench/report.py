@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +35,42 @@ def latency_stats(samples: Sequence[Sample]) -> dict[str, float | None]:
     }
 
 
+def _steady(cell: CellResult) -> tuple[list[Sample], float]:
+    """Closed loop: the successful requests that finished while every client was still sending (up to the last
+    send), over that window. The drain after it (fewer and fewer requests in flight, a slow straggler) would
+    otherwise count as capacity the server did not have. Open loop: everything, over the whole cell."""
+    ok = [s for s in cell.samples if s.status == 200]
+    if cell.last_issued is None or cell.last_issued <= cell.started:
+        return ok, cell.finished - cell.started
+    done = [s for s in ok if s.end <= cell.last_issued]
+    if len(done) < max(4, len(ok) // 2):  # too short a window (very slow cells): whole cell instead
+        return ok, cell.finished - cell.started
+    return done, cell.last_issued - cell.started
+
+
 def summarize(cells: Sequence[CellResult]) -> dict[str, Any]:
-    """Pooled over repetitions: requests and audio over the summed wall time of the cells."""
+    """Pooled over repetitions. Throughput (`rps`, `rtfx`) over the steady window of each cell (see `_steady`);
+    `*_whole_cell` over the whole cell, drain included. Latency percentiles over every request."""
     samples = [s for c in cells for s in c.samples]
     ok = [s for s in samples if s.status == 200]
+    steady = [_steady(c) for c in cells]
+    steady_ok = [s for done, _ in steady for s in done]
+    steady_wall = sum(w for _, w in steady)
     wall = sum(c.finished - c.started for c in cells)
     errors: dict[str, int] = {}
     for s in samples:
         if s.status != 200:
             errors[str(s.status)] = errors.get(str(s.status), 0) + 1
     audio = sum(s.audio_s for s in ok)
+    cpu: dict[str, float | None] = {}
+    for who in ("server", "client"):
+        values = [getattr(c, f"{who}_cpu_s") for c in cells]
+        if values and all(v is not None for v in values) and ok:
+            total = float(sum(v for v in values if v is not None))
+            cpu[f"{who}_s"] = round(total, 3)
+            cpu[f"{who}_ms_per_request"] = round(1000 * total / len(ok), 3)
+            cpu[f"{who}_ms_per_audio_s"] = round(1000 * total / audio, 3) if audio else None
+            cpu[f"{who}_cores_busy"] = round(total / wall, 3) if wall > 0 else None
     return {
         "requests": len(samples),
         "ok": len(ok),
@@ -52,9 +78,15 @@ def summarize(cells: Sequence[CellResult]) -> dict[str, Any]:
         "dropped": sum(c.dropped for c in cells),
         "wall_s": round(wall, 4),
         "audio_s": round(audio, 3),
-        "rps": round(len(ok) / wall, 3) if wall > 0 else 0.0,
-        "rtfx": round(audio / wall, 3) if wall > 0 else 0.0,  # audio seconds transcribed per wall second
+        "steady_wall_s": round(steady_wall, 4),
+        "steady_requests": len(steady_ok),
+        "rps": round(len(steady_ok) / steady_wall, 3) if steady_wall > 0 else 0.0,
+        # audio seconds transcribed per wall second
+        "rtfx": round(sum(s.audio_s for s in steady_ok) / steady_wall, 3) if steady_wall > 0 else 0.0,
+        "rps_whole_cell": round(len(ok) / wall, 3) if wall > 0 else 0.0,
+        "rtfx_whole_cell": round(audio / wall, 3) if wall > 0 else 0.0,
         "latency_s": latency_stats(samples),
+        "cpu": cpu,
     }
 
 
@@ -65,12 +97,21 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def ratios(
-    summary: dict[str, dict[str, dict[str, Any]]], per_rep: dict[str, dict[str, list[dict[str, Any]]]]
+    summary: dict[str, dict[str, dict[str, Any]]],
+    per_rep: dict[str, dict[str, list[dict[str, Any]]]],
+    variants: Mapping[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """For each pair and each load level (concurrency or rate): throughput ratio (pooled, plus min/max of the
     per-repetition ratios) and p50/p95/p99 latency ratios (numerator ÷ denominator; < 1 = lower latency)."""
     out: dict[str, Any] = {}
-    for name, num, den in RATIO_PAIRS:
+    pairs = list(RATIO_PAIRS)
+    for variant, base in (variants or {}).items():
+        if base:
+            pairs += [
+                (f"{variant}_vs_{base}", variant, base),
+                (f"{variant}_vs_funasr_server", variant, "funasr-server"),
+            ]
+    for name, num, den in pairs:
         if num not in summary or den not in summary:
             continue
         levels: dict[str, Any] = {}
@@ -88,6 +129,10 @@ def ratios(
                 "throughput_min": min(reps_ok) if reps_ok else None,
                 "throughput_max": max(reps_ok) if reps_ok else None,
                 **{f"latency_{p}": _ratio(a["latency_s"][p], b["latency_s"][p]) for p in ("p50", "p95", "p99")},
+                # server CPU time per audio second (< 1: the numerator needs less CPU for the same audio)
+                "server_cpu_per_audio_s": _ratio(
+                    a["cpu"].get("server_ms_per_audio_s"), b["cpu"].get("server_ms_per_audio_s")
+                ),
             }
         out[name] = {"numerator": num, "denominator": den, "by_level": levels}
     return out
@@ -136,9 +181,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
     for precision, raw in (result.get("raw") or {}).items():
         if raw:
             axes[0].axhline(raw["best_features_forward_rtfx"], ls="--", lw=1, color="grey")
-            axes[0].annotate(
-                f"raw {precision} features+forward",
-                (axes[0].get_xlim()[0], raw["best_features_forward_rtfx"]),
+            axes[0].text(
+                0.02,
+                raw["best_features_forward_rtfx"],
+                f"raw model {precision} (ran {raw['precision_used']}), features+forward, best batch",
+                transform=axes[0].get_yaxis_transform(),
                 fontsize=7,
                 color="grey",
                 va="bottom",

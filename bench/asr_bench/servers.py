@@ -28,6 +28,8 @@ class ServerConfig:
     max_batch_size: int = 1
     precision: str = "fp32"
     extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    base: str | None = None  # a --variant: the standard config it modifies
 
     @property
     def ready_path(self) -> str:
@@ -82,6 +84,23 @@ def standard_configs(max_batch_size: int, max_wait_ms: float, server_args: list[
             "funasr-server", "funasr-server", "FunASR's own funasr-server (AutoModel.generate, one request at a time)"
         ),
     }
+
+
+def parse_variant(spec: str, catalogue: dict[str, ServerConfig]) -> ServerConfig:
+    """`NAME=BASE,ARG,ARG,...`: a copy of standard config BASE with extra asr-serve flags appended (later flags
+    win) and `env:KEY=VALUE` items set in its environment (e.g. `env:PYTHONPATH=/scratch` to run a modified copy
+    of the server). Example: `ours-ncpu1=ours-batched-fp32,--ncpu=1`."""
+    name, sep, rest = spec.partition("=")
+    parts = [p for p in rest.split(",") if p]
+    if not sep or not name or not parts or parts[0] not in catalogue or catalogue[parts[0]].kind != "ours":
+        raise ValueError(f"--variant {spec!r}: expected NAME=BASE[,ARG...] with BASE one of our configs")
+    base = catalogue[parts[0]]
+    args = [p for p in parts[1:] if not p.startswith("env:")]
+    env = dict(p[4:].split("=", 1) for p in parts[1:] if p.startswith("env:") and "=" in p)
+    return ServerConfig(
+        name, base.kind, f"{base.description}; variant: {' '.join(parts[1:])}", base.max_batch_size, base.precision,
+        [*base.extra_args, *args], env, base.name,
+    )  # fmt: skip
 
 
 def free_port() -> int:
@@ -159,6 +178,7 @@ class ServerProcess:
         env = dict(os.environ)
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", MODELSCOPE_OFFLINE="1", PYTHONUNBUFFERED="1")
         env.setdefault("OMP_NUM_THREADS", str(self.ncpu))
+        env.update(self.config.env)
         self._log = self.log_path.open("w")
         t0 = time.monotonic()
         self.proc = subprocess.Popen(
