@@ -87,10 +87,18 @@ async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
     transcriber = Transcriber(settings, backend, engine, metrics, pool)
     uploads = [to_wav_bytes(s) for s in samples]
     engine.queue.max_wait_s = 60.0  # hold the batch until all warm-up items are in: one full-size forward
+    arrivals = [engine.arrive() for _ in uploads]
     try:
-        await asyncio.gather(*(transcriber.transcribe(io.BytesIO(u), DecodeOptions(), trusted=True) for u in uploads))
+        await asyncio.gather(
+            *(
+                transcriber.transcribe(io.BytesIO(u), DecodeOptions(), trusted=True, on_queued=a.release)
+                for u, a in zip(uploads, arrivals, strict=True)
+            )
+        )
     finally:
         engine.queue.max_wait_s = settings.max_wait_ms / 1000
+        for a in arrivals:
+            a.release()
     state.backend, state.engine, state.transcriber, state.info = backend, engine, transcriber, info
     if getattr(backend, "device", None) is not None and str(info.device).startswith("cuda"):
         import torch
@@ -186,6 +194,8 @@ class RequestContextMiddleware:
             await send(message)
 
         metrics.inflight_requests.inc()
+        if self.state.engine is not None:
+            ctx["arrival"] = self.state.engine.arrive()  # batches wait for it while it uploads
         try:
             length = int(headers.get(b"content-length", b"0") or 0)
             if length > self.limit:
@@ -194,6 +204,8 @@ class RequestContextMiddleware:
             else:
                 await self.app(scope, receive, send_wrapper)
         finally:
+            if "arrival" in ctx:
+                ctx["arrival"].release()
             metrics.inflight_requests.dec()
             elapsed = time.perf_counter() - ctx["t0"]
             status = ctx.get("override_status") or ctx["status"]
@@ -308,9 +320,16 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             raise InvalidRequest(f"language {lang!r} is not supported by this model; use one of {sorted(languages)}")
         options = DecodeOptions(language=lang, use_itn=False, prompt=prompt or None)
         admission = state.engine.admit()
+        arrival = ctx.get("arrival")
+
+        def queued() -> None:
+            admission.release()
+            if arrival is not None:
+                arrival.release()
+
         try:
             budget = settings.request_timeout_s - (time.perf_counter() - ctx["t0"])
-            work = asyncio.create_task(state.transcriber.transcribe(file.file, options, admission=admission))
+            work = asyncio.create_task(state.transcriber.transcribe(file.file, options, on_queued=queued))
             watcher = asyncio.create_task(_wait_for_disconnect(request))
             done, _ = await asyncio.wait({work, watcher}, timeout=max(budget, 0.001), return_when="FIRST_COMPLETED")
         finally:

@@ -79,7 +79,8 @@ class Settings(BaseSettings):
     """Result cache size (LRU, keyed by sha256 of the audio bytes + decoding options); 0 turns it off."""
 
     ncpu: int = Field(0, ge=0)
-    """Torch intra-op threads for inference; 0 = the CPUs this process may use."""
+    """Torch intra-op threads for inference; 0 = automatic: on CPU one less than the CPUs this process may use
+    (decoding, features and the event loop need a core), on CUDA all of them."""
 
     decode_workers: int = Field(0, ge=0)
     """Threads for audio decoding and feature extraction (off the event loop); 0 = the CPUs this process may use."""

@@ -51,6 +51,9 @@ class BatchQueue:
         self.full_batch_event = asyncio.Event()
         self._forming = 0  # items already taken into the batch being formed
         self._metrics = metrics
+        # requests that have arrived but not queued an item yet; with none and an empty queue, nothing can join
+        # the batch, so waiting would only add latency (set by the Engine)
+        self.pending: Callable[[], int] = lambda: 1
 
     def __len__(self) -> int:
         return len(self._items)
@@ -58,8 +61,7 @@ class BatchQueue:
     def put(self, item: WorkItem) -> None:
         self._items.append(item)
         self._nonempty.set()
-        if len(self._items) + self._forming >= self.max_batch_size:
-            self.full_batch_event.set()
+        self.full_batch_event.set()  # the forming batch re-checks: full, over budget, or nothing more on its way
         self._metrics.queue_depth.set(len(self._items))
 
     def _pop_live(self) -> WorkItem | None:
@@ -99,7 +101,7 @@ class BatchQueue:
                 batch.append(self._items.popleft())
             full = len(batch) >= self.max_batch_size or (bool(self._items) and not self._fits(batch, self._items[0]))
             remaining = deadline - time.monotonic()
-            if full or remaining <= 0:
+            if full or remaining <= 0 or (not self._items and self.pending() == 0):
                 break
             self.full_batch_event.clear()
             self._forming = len(batch)
@@ -128,6 +130,18 @@ class Admission:
             self._engine = None
 
 
+class Arrival:
+    """One request on its way to the queue; `release()` is idempotent."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine: Engine | None = engine
+
+    def release(self) -> None:
+        if self._engine is not None:
+            self._engine._arriving -= 1
+            self._engine = None
+
+
 class Engine:
     """Owns the queue, the inference thread and the batcher task."""
 
@@ -150,6 +164,8 @@ class Engine:
         self._busy = False
         self._ewma_batch_s = 0.05  # for Retry-After
         self._reserved = 0  # admitted requests that have not queued an item yet
+        self._arriving = 0  # requests received (uploading, parsing, decoding) that have not queued an item yet
+        self.queue.pending = lambda: self._arriving
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -175,6 +191,12 @@ class Engine:
         self._executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ admission
+    def arrive(self) -> Arrival:
+        """A request is on its way (from its first byte until its first item is queued): batches wait for it,
+        up to max_wait_ms, instead of leaving without it."""
+        self._arriving += 1
+        return Arrival(self)
+
     def admit(self) -> Admission:
         """Backpressure at request admission: refuse new work while queued items plus requests admitted but not
         yet queued (still uploading, decoding) reach max_queue_size. The admission holds one slot until the

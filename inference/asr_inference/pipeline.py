@@ -21,7 +21,7 @@ from . import audio as audio_mod
 from .backends import Backend, DecodeOptions, ItemResult, Prepared, Token
 from .cache import LRUCache, cache_key
 from .config import Settings
-from .engine import Admission, Engine
+from .engine import Engine
 from .errors import PayloadTooLarge
 from .formats import Segment, Transcript, Word
 from .metrics import Metrics
@@ -69,10 +69,15 @@ class Transcriber:
         return result
 
     async def transcribe(
-        self, upload: BinaryIO, options: DecodeOptions, *, trusted: bool = False, admission: Admission | None = None
+        self,
+        upload: BinaryIO,
+        options: DecodeOptions,
+        *,
+        trusted: bool = False,
+        on_queued: Callable[[], None] | None = None,
     ) -> tuple[Transcript, bool]:
         """Returns the transcript and whether it came from the cache. `trusted` (the warm-up's own audio) skips
-        the upload-size limit and the cache."""
+        the upload-size limit and the cache. `on_queued` runs once its first item is queued (or it ends)."""
         use_cache = self.cache.max_entries > 0 and not trusted
         limit = 2**62 if trusted else self._max_upload_bytes
         key, cached, decoded, prepared = await self._in_pool(self._ingest, upload, options, limit, use_cache)
@@ -83,7 +88,7 @@ class Transcriber:
             self.metrics.cache_misses_total.inc()
         assert decoded is not None
         try:
-            transcript = await self.transcribe_samples(decoded.samples, options, admission, prepared=prepared)
+            transcript = await self.transcribe_samples(decoded.samples, options, on_queued, prepared=prepared)
         finally:
             decoded.close()
         if use_cache:
@@ -118,7 +123,7 @@ class Transcriber:
         self,
         samples: np.ndarray,
         options: DecodeOptions,
-        admission: Admission | None = None,
+        on_queued: Callable[[], None] | None = None,
         *,
         prepared: Prepared | None = None,
     ) -> Transcript:
@@ -138,8 +143,8 @@ class Transcriber:
                     chunk = np.array(samples[a:b], dtype=np.float32)  # copy: pages in only this window
                     ready = await self._in_pool(self.backend.prepare, chunk, stage="features")
                 item = self.engine.submit(ready, options)
-                if admission is not None:
-                    admission.release()  # its items now count in the queue itself
+                if on_queued is not None:
+                    on_queued()  # its items now count in the queue itself
                 result = await item.future
                 batch_sizes.append(item.batch_size)
                 return result

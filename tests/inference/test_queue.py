@@ -82,3 +82,29 @@ async def test_single_item_runs_after_at_most_max_wait(max_wait_s: float) -> Non
     q.put(_item(1))
     batch = await asyncio.wait_for(q.wait_for_batch(), 1)
     assert len(batch) == 1
+
+
+async def test_no_wait_when_no_request_is_on_its_way() -> None:
+    """An idle server does not make a lone request wait max_wait_ms for batch-mates that cannot come."""
+    q = BatchQueue(max_batch_size=8, max_wait_s=5, max_batch_audio_s=1000, metrics=Metrics())
+    q.pending = lambda: 0
+    q.put(_item(1))
+    batch = await asyncio.wait_for(q.wait_for_batch(), 1)  # far less than the 5 s deadline
+    assert len(batch) == 1
+
+
+async def test_waits_for_a_request_still_on_its_way() -> None:
+    q = BatchQueue(max_batch_size=8, max_wait_s=5, max_batch_audio_s=1000, metrics=Metrics())
+    on_its_way = [1]
+    q.pending = lambda: on_its_way[0]
+    q.put(_item(1))
+
+    async def arrives() -> None:
+        await asyncio.sleep(0.05)
+        q.put(_item(1))
+        on_its_way[0] = 0
+
+    task = asyncio.create_task(arrives())
+    batch = await asyncio.wait_for(q.wait_for_batch(), 2)
+    await task
+    assert len(batch) == 2

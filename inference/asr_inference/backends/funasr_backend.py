@@ -70,7 +70,8 @@ class FunASRBackend:
     def load(self) -> None:
         from funasr import AutoModel  # ~10 s: only here
 
-        ncpu = self.settings.ncpu or len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
+        ncpu = self.settings.ncpu or (cpus if self.device.type == "cuda" else max(1, cpus - 1))
         kwargs: dict[str, Any] = {
             "model": self.source.ref,
             "disable_update": True,
