@@ -13,9 +13,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
+from asr_bench.make_model import FRONTEND_CONF, seed_all, write_cmvn, write_configuration_json
 
 SPECIAL = [
     "<|zh|>", "<|en|>", "<|yue|>", "<|ja|>", "<|ko|>", "<|nospeech|>",
@@ -34,10 +34,6 @@ WORDS = (
     "three want air well also play small end put home read hand port large spell add even land here must "
     "big high such follow act why ask men change went light kind off need house"
 ).split()
-FRONTEND_CONF = {
-    "fs": 16000, "window": "hamming", "n_mels": 80, "frame_length": 25, "frame_shift": 10,
-    "lfr_m": 7, "lfr_n": 6, "dither": 0.0,
-}  # fmt: skip
 ENCODER_CONF = {
     "output_size": 96, "attention_heads": 4, "linear_units": 192, "num_blocks": 3, "tp_blocks": 2,
     "dropout_rate": 0.1, "positional_dropout_rate": 0.1, "attention_dropout_rate": 0.1, "input_layer": "pe",
@@ -46,44 +42,12 @@ ENCODER_CONF = {
 }  # fmt: skip
 
 
-def _seed(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _write_configuration_json(out: Path, file_path_metas: dict[str, Any]) -> None:
-    """The hub layout: `file_path_metas` makes funasr resolve relative names in config.yaml against the dir."""
-    body = {"framework": "pytorch", "task": "auto-speech-recognition", "model": {"type": "funasr"}}
-    (out / "configuration.json").write_text(json.dumps({**body, "file_path_metas": file_path_metas}))
-
-
-def _write_cmvn(path: Path) -> None:
-    """am.mvn from the features of a little noise + a tone (560-dim after LFR)."""
-    from funasr.frontends.wav_frontend import WavFrontend
-
-    fe = WavFrontend(**FRONTEND_CONF)
-    t = np.arange(16000 * 3) / 16000
-    waves = [np.random.randn(len(t)).astype(np.float32) * 0.05, (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)]
-    feats = torch.cat([fe(torch.from_numpy(w)[None], torch.tensor([len(w)]))[0][0] for w in waves]).numpy()
-    shift, scale = -feats.mean(0), 1.0 / (feats.std(0) + 1e-5)
-    dim = feats.shape[1]
-
-    def fmt(v: np.ndarray) -> str:
-        return " ".join(f"{x:.6f}" for x in v)
-
-    path.write_text(
-        f"<Nnet>\n<Splice> {dim} {dim}\n[ 0 ]\n<AddShift> {dim} {dim}\n<LearnRateCoef> 0 [ {fmt(shift)} ]\n"
-        f"<Rescale> {dim} {dim}\n<LearnRateCoef> 0 [ {fmt(scale)} ]\n</Nnet>\n"
-    )
-
-
 def build_sensevoice(out: Path, seed: int = 1234) -> Path:
     import funasr.models.sense_voice.model  # noqa: F401  (registers SenseVoiceSmall)
     import sentencepiece as spm
     from funasr.register import tables
 
-    _seed(seed)
+    seed_all(seed)
     out.mkdir(parents=True, exist_ok=True)
     corpus = out / "_corpus.txt"
     corpus.write_text(
@@ -108,7 +72,7 @@ def build_sensevoice(out: Path, seed: int = 1234) -> Path:
         "frontend_conf": {**FRONTEND_CONF, "cmvn_file": None},
     }
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    _write_configuration_json(
+    write_configuration_json(
         out,
         {
             "init_param": "model.pt",
@@ -117,7 +81,7 @@ def build_sensevoice(out: Path, seed: int = 1234) -> Path:
             "frontend_conf": {"cmvn_file": "am.mvn"},
         },
     )
-    _write_cmvn(out / "am.mvn")
+    write_cmvn(out / "am.mvn")
     model = tables.model_classes.get("SenseVoiceSmall")(
         encoder=config["encoder"], encoder_conf=ENCODER_CONF, input_size=560, vocab_size=vocab, **config["model_conf"]
     )
@@ -135,7 +99,7 @@ def build_paraformer(out: Path, cmvn_from: Path, seed: int = 0) -> Path:
     import funasr.models.sanm.encoder  # noqa: F401
     from funasr.register import tables
 
-    _seed(seed)
+    seed_all(seed)
     out.mkdir(parents=True, exist_ok=True)
     tokens = [
         "<blank>",
@@ -181,7 +145,7 @@ def build_funasr_nano(out: Path, cmvn_from: Path, seed: int = 0) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen3Config
 
-    _seed(seed)
+    seed_all(seed)
     llm_dir = out / "Qwen3-tiny"
     llm_dir.mkdir(parents=True, exist_ok=True)
     special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
@@ -241,7 +205,7 @@ def build_funasr_nano(out: Path, cmvn_from: Path, seed: int = 0) -> Path:
         "ctc_decoder": None,
     }  # fmt: skip
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    _write_configuration_json(
+    write_configuration_json(
         out,
         {
             "init_param": "model.pt",

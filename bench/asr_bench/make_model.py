@@ -76,7 +76,7 @@ WORDS = [
 ]
 
 
-def _seed(seed: int) -> None:
+def seed_all(seed: int) -> None:
     import torch
 
     random.seed(seed)
@@ -84,7 +84,13 @@ def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _write_cmvn(path: Path) -> None:
+def write_configuration_json(out: Path, file_path_metas: dict[str, Any]) -> None:
+    """The hub layout: `file_path_metas` makes funasr resolve relative names in config.yaml against the dir."""
+    body = {"framework": "pytorch", "task": "auto-speech-recognition", "model": {"type": "funasr"}}
+    (out / "configuration.json").write_text(json.dumps({**body, "file_path_metas": file_path_metas}))
+
+
+def write_cmvn(path: Path) -> None:
     """am.mvn from the features of a little noise + a tone (560-dim after LFR)."""
     import torch
     from funasr.frontends.wav_frontend import WavFrontend
@@ -137,7 +143,7 @@ def build_sensevoice_small(out: Path, seed: int = 0) -> Path:
     import yaml
     from funasr.register import tables
 
-    _seed(seed)
+    seed_all(seed)
     out.mkdir(parents=True, exist_ok=True)
     vocab = _sentencepiece(out, SENSEVOICE_VOCAB)
     config: dict[str, Any] = {
@@ -151,22 +157,16 @@ def build_sensevoice_small(out: Path, seed: int = 0) -> Path:
         "frontend_conf": {**FRONTEND_CONF, "cmvn_file": None},
     }
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    (out / "configuration.json").write_text(
-        json.dumps(
-            {
-                "framework": "pytorch",
-                "task": "auto-speech-recognition",
-                "model": {"type": "funasr"},
-                "file_path_metas": {
-                    "init_param": "model.pt",
-                    "config": "config.yaml",
-                    "tokenizer_conf": {"bpemodel": "bpe.model"},
-                    "frontend_conf": {"cmvn_file": "am.mvn"},
-                },
-            }
-        )
+    write_configuration_json(
+        out,
+        {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"bpemodel": "bpe.model"},
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
     )
-    _write_cmvn(out / "am.mvn")
+    write_cmvn(out / "am.mvn")
     model = tables.model_classes.get("SenseVoiceSmall")(
         encoder=config["encoder"], encoder_conf=SENSEVOICE_SMALL_ENCODER, input_size=560, vocab_size=vocab,
         **config["model_conf"],
@@ -189,7 +189,7 @@ def build_paraformer_large(out: Path, seed: int = 0) -> Path:
     import yaml
     from funasr.register import tables
 
-    _seed(seed)
+    seed_all(seed)
     out.mkdir(parents=True, exist_ok=True)
     tokens = ["<blank>", "<s>", "</s>"]
     tokens += [chr(0x4E00 + i) for i in range(PARAFORMER_VOCAB - len(tokens) - 1)]
@@ -211,7 +211,7 @@ def build_paraformer_large(out: Path, seed: int = 0) -> Path:
         "tokenizer_conf": {"unk_symbol": "<unk>"},
     }  # fmt: skip
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    _write_cmvn(out / "am.mvn")
+    write_cmvn(out / "am.mvn")
     parts = {k: v for k, v in config.items() if k.endswith(("coder", "coder_conf", "predictor", "predictor_conf"))}
     model = tables.model_classes.get("Paraformer")(
         input_size=560, vocab_size=len(tokens), **parts, **config["model_conf"]
