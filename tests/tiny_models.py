@@ -15,7 +15,12 @@ from typing import Any
 
 import torch
 import yaml
-from asr_bench.make_model import FRONTEND_CONF, seed_all, write_cmvn, write_configuration_json
+from asr_bench.make_model import (
+    FRONTEND_CONF,
+    seed_all,
+    write_configuration_json,
+    write_sensevoice_dir,
+)
 
 SPECIAL = [
     "<|zh|>", "<|en|>", "<|yue|>", "<|ja|>", "<|ko|>", "<|nospeech|>",
@@ -43,9 +48,7 @@ ENCODER_CONF = {
 
 
 def build_sensevoice(out: Path, seed: int = 1234) -> Path:
-    import funasr.models.sense_voice.model  # noqa: F401  (registers SenseVoiceSmall)
     import sentencepiece as spm
-    from funasr.register import tables
 
     seed_all(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -61,33 +64,7 @@ def build_sensevoice(out: Path, seed: int = 1234) -> Path:
     corpus.unlink()
     (out / "bpe.vocab").unlink()
     vocab = spm.SentencePieceProcessor(model_file=str(out / "bpe.model")).get_piece_size()
-    config: dict[str, Any] = {
-        "model": "SenseVoiceSmall",
-        "model_conf": {"length_normalized_loss": True, "sos": 1, "eos": 2, "ignore_id": -1},
-        "encoder": "SenseVoiceEncoderSmall",
-        "encoder_conf": ENCODER_CONF,
-        "tokenizer": "SentencepiecesTokenizer",
-        "tokenizer_conf": {"bpemodel": None, "unk_symbol": "<unk>", "split_with_space": True},
-        "frontend": "WavFrontend",
-        "frontend_conf": {**FRONTEND_CONF, "cmvn_file": None},
-    }
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    write_configuration_json(
-        out,
-        {
-            "init_param": "model.pt",
-            "config": "config.yaml",
-            "tokenizer_conf": {"bpemodel": "bpe.model"},
-            "frontend_conf": {"cmvn_file": "am.mvn"},
-        },
-    )
-    write_cmvn(out / "am.mvn")
-    model = tables.model_classes.get("SenseVoiceSmall")(
-        encoder=config["encoder"], encoder_conf=ENCODER_CONF, input_size=560, vocab_size=vocab, **config["model_conf"]
-    )
-    with torch.no_grad():
-        model.ctc.ctc_lo.bias[0] -= 2.0  # less blank-dominated random output => non-empty text
-    torch.save(model.state_dict(), out / "model.pt")
+    write_sensevoice_dir(out, ENCODER_CONF, vocab)
     return out
 
 

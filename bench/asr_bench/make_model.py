@@ -84,6 +84,44 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def write_sensevoice_dir(out: Path, encoder_conf: dict[str, Any], vocab: int) -> Any:
+    """Everything of a SenseVoiceSmall directory but the tokenizer (`out/bpe.model`, already trained):
+    config.yaml, configuration.json, am.mvn and random weights in model.pt. Returns the model."""
+    import funasr.models.sense_voice.model  # noqa: F401  (registers SenseVoiceSmall)
+    import torch
+    import yaml
+    from funasr.register import tables
+
+    config: dict[str, Any] = {
+        "model": "SenseVoiceSmall",
+        "model_conf": {"length_normalized_loss": True, "sos": 1, "eos": 2, "ignore_id": -1},
+        "encoder": "SenseVoiceEncoderSmall",
+        "encoder_conf": encoder_conf,
+        "tokenizer": "SentencepiecesTokenizer",
+        "tokenizer_conf": {"bpemodel": None, "unk_symbol": "<unk>", "split_with_space": True},
+        "frontend": "WavFrontend",
+        "frontend_conf": {**FRONTEND_CONF, "cmvn_file": None},
+    }
+    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    write_configuration_json(
+        out,
+        {
+            "init_param": "model.pt",
+            "config": "config.yaml",
+            "tokenizer_conf": {"bpemodel": "bpe.model"},
+            "frontend_conf": {"cmvn_file": "am.mvn"},
+        },
+    )
+    write_cmvn(out / "am.mvn")
+    model = tables.model_classes.get("SenseVoiceSmall")(
+        encoder=config["encoder"], encoder_conf=encoder_conf, input_size=560, vocab_size=vocab, **config["model_conf"]
+    )
+    with torch.no_grad():
+        model.ctc.ctc_lo.bias[0] -= 2.0  # less blank-dominated random output => non-empty text
+    torch.save(model.state_dict(), out / "model.pt")
+    return model
+
+
 def write_configuration_json(out: Path, file_path_metas: dict[str, Any]) -> None:
     """The hub layout: `file_path_metas` makes funasr resolve relative names in config.yaml against the dir."""
     body = {"framework": "pytorch", "task": "auto-speech-recognition", "model": {"type": "funasr"}}
@@ -138,42 +176,10 @@ def _sentencepiece(out: Path, vocab_size: int) -> int:
 
 def build_sensevoice_small(out: Path, seed: int = 0) -> Path:
     """SenseVoiceSmall dimensions (encoder 512/4/2048/50+20, kernel 11, 560-dim input, vocab 25055)."""
-    import funasr.models.sense_voice.model  # noqa: F401  (registers SenseVoiceSmall)
-    import torch
-    import yaml
-    from funasr.register import tables
-
     seed_all(seed)
     out.mkdir(parents=True, exist_ok=True)
     vocab = _sentencepiece(out, SENSEVOICE_VOCAB)
-    config: dict[str, Any] = {
-        "model": "SenseVoiceSmall",
-        "model_conf": {"length_normalized_loss": True, "sos": 1, "eos": 2, "ignore_id": -1},
-        "encoder": "SenseVoiceEncoderSmall",
-        "encoder_conf": SENSEVOICE_SMALL_ENCODER,
-        "tokenizer": "SentencepiecesTokenizer",
-        "tokenizer_conf": {"bpemodel": None, "unk_symbol": "<unk>", "split_with_space": True},
-        "frontend": "WavFrontend",
-        "frontend_conf": {**FRONTEND_CONF, "cmvn_file": None},
-    }
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    write_configuration_json(
-        out,
-        {
-            "init_param": "model.pt",
-            "config": "config.yaml",
-            "tokenizer_conf": {"bpemodel": "bpe.model"},
-            "frontend_conf": {"cmvn_file": "am.mvn"},
-        },
-    )
-    write_cmvn(out / "am.mvn")
-    model = tables.model_classes.get("SenseVoiceSmall")(
-        encoder=config["encoder"], encoder_conf=SENSEVOICE_SMALL_ENCODER, input_size=560, vocab_size=vocab,
-        **config["model_conf"],
-    )  # fmt: skip
-    with torch.no_grad():
-        model.ctc.ctc_lo.bias[0] -= 2.0  # less blank-dominated random output => non-empty text
-    torch.save(model.state_dict(), out / "model.pt")
+    model = write_sensevoice_dir(out, SENSEVOICE_SMALL_ENCODER, vocab)
     _card(out, "SenseVoiceSmall", model, vocab)
     return out
 

@@ -100,7 +100,7 @@ async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
         for a in arrivals:
             a.release()
     state.backend, state.engine, state.transcriber, state.info = backend, engine, transcriber, info
-    if getattr(backend, "device", None) is not None and str(info.device).startswith("cuda"):
+    if info.device.startswith("cuda"):
         import torch
 
         metrics.gpu_memory_total_bytes.set(torch.cuda.get_device_properties(torch.device(info.device)).total_memory)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
@@ -34,7 +34,6 @@ class Transcript:
     segments: list[Segment]
     words: list[Word] | None = None
     max_batch_size: int = 0  # largest batch any of its items ran in (for the request log)
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def to_json(t: Transcript) -> dict[str, Any]:

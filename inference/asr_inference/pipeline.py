@@ -30,17 +30,23 @@ from .segments import Window, plan_windows
 T = TypeVar("T")
 
 
-def sha256_of(f: BinaryIO, limit_bytes: int) -> tuple[str, int]:
-    """Hash a seekable upload in chunks (never all in memory); 413 past `limit_bytes`."""
+def check_size(f: BinaryIO, limit_bytes: int) -> int:
+    """Size of a seekable upload without reading it; 413 past `limit_bytes`."""
+    size = f.seek(0, 2)
     f.seek(0)
-    h, size = hashlib.sha256(), 0
+    if size > limit_bytes:
+        raise PayloadTooLarge(f"upload exceeds {limit_bytes / 2**20:g} MB, the most this server accepts")
+    return size
+
+
+def sha256_of(f: BinaryIO) -> str:
+    """Hash a seekable upload in chunks (never all in memory)."""
+    f.seek(0)
+    h = hashlib.sha256()
     while chunk := f.read(1 << 20):
-        size += len(chunk)
-        if size > limit_bytes:
-            raise PayloadTooLarge(f"upload exceeds {limit_bytes / 2**20:g} MB, the most this server accepts")
         h.update(chunk)
     f.seek(0)
-    return h.hexdigest(), size
+    return h.hexdigest()
 
 
 class Transcriber:
@@ -99,11 +105,14 @@ class Transcriber:
         self, upload: BinaryIO, options: DecodeOptions, limit: int, use_cache: bool
     ) -> tuple[str, Transcript | None, audio_mod.Audio | None, Prepared | None]:
         """Hash → cache lookup → decode → (audio that needs no splitting) features, in ONE worker-thread hop:
-        each hop between the event loop and a thread costs more than hashing a short clip."""
-        digest, _ = sha256_of(upload, limit)
-        key = cache_key(digest, options, self.settings.segment_s, self.settings.segment_overlap_s)
-        if use_cache and (cached := self.cache.get(key)) is not None:
-            return key, cached, None, None
+        each hop between the event loop and a thread costs more than hashing a short clip. With the cache off
+        the upload is not hashed at all (the key is only for the cache)."""
+        check_size(upload, limit)
+        key = ""
+        if use_cache:
+            key = cache_key(sha256_of(upload), options, self.settings.segment_s, self.settings.segment_overlap_s)
+            if (cached := self.cache.get(key)) is not None:
+                return key, cached, None, None
         stages = self.metrics.stage_duration_seconds
         t0 = time.perf_counter()
         decoded = audio_mod.decode(upload, max_audio_s=self.settings.max_audio_s, ffmpeg=self.ffmpeg)

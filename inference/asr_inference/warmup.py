@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,6 @@ def warmup_samples(settings: Settings) -> list[np.ndarray]:
 
 
 def to_wav_bytes(samples: np.ndarray) -> bytes:
-    import io
-
     buf = io.BytesIO()
     sf.write(buf, samples, 16000, format="WAV", subtype="PCM_16")
     return buf.getvalue()

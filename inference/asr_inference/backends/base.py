@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -54,7 +54,6 @@ class ModelInfo:
     requested_precision: str
     path: str
     precision_fallback_reason: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Backend(Protocol):
