@@ -110,7 +110,7 @@ async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
     log.info(
         "ready",
         extra={"model": info.name, "family": info.family, "device": info.device, "precision": info.precision,
-               "startup_s": round(state.ready_after_s, 2)},
+               "graph_mode": info.graph_mode, "startup_s": round(state.ready_after_s, 2)},
     )  # fmt: skip
 
 
@@ -271,6 +271,8 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
                 "precision": info.precision,
                 "requested_precision": info.requested_precision,
                 "precision_fallback_reason": info.precision_fallback_reason,
+                "graph_mode": info.graph_mode,
+                "graph_fallback_reason": info.graph_fallback_reason,
                 "max_batch_size": settings.max_batch_size,
                 "startup_seconds": round(state.ready_after_s or 0.0, 3),
             }

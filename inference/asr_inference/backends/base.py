@@ -54,6 +54,8 @@ class ModelInfo:
     requested_precision: str
     path: str
     precision_fallback_reason: str | None = None
+    graph_mode: str = "eager"  # how the batched forward runs: "trace" (TorchScript graph) or "eager"
+    graph_fallback_reason: str | None = None  # why a requested graph is not used
 
 
 class Backend(Protocol):

@@ -25,6 +25,7 @@ from ..config import Settings
 from ..errors import ModelLoadError
 from ..features import FastFbank
 from .base import DecodeOptions, ItemResult, ModelInfo, Prepared, Token
+from .graph import ForwardFn, SenseVoiceForward, trace_checked
 
 log = logging.getLogger("asr_inference.backend")
 
@@ -65,6 +66,8 @@ class FunASRBackend:
         self.frontend: Any = None
         self.tokenizer: Any = None
         self._features: FastFbank | None = None
+        self._sv_forward: SenseVoiceForward | None = None
+        self._sv_graph: ForwardFn | None = None  # traced `_sv_forward`, fp32 only (set by `warm`)
 
     # ------------------------------------------------------------------ load
     def load(self) -> None:
@@ -105,6 +108,7 @@ class FunASRBackend:
         if self.family == "sensevoice":
             self.languages = frozenset(self.model.lid_dict)
             self.supports_token_times = True
+            self._sv_forward = SenseVoiceForward(self.model).eval()
         elif self.family == "paraformer":
             self.supports_token_times = True
         self.info.family = self.family
@@ -180,7 +184,32 @@ class FunASRBackend:
         self.precision = candidate
         self.info.precision = candidate
         self.info.precision_fallback_reason = reason
+        self._choose_graph(items)
         return self.info
+
+    def _choose_graph(self, items: Sequence[Prepared]) -> None:
+        """`graph_mode=trace`: trace the SenseVoice forward and keep the graph only if it reproduces the eager
+        outputs on batches of other shapes than the one it was traced on (`graph.trace_checked`)."""
+        self._sv_graph, reason = None, None
+        if self.settings.graph_mode == "eager":
+            reason = "graph_mode=eager"
+        elif self._sv_forward is None:
+            reason = f"graph mode covers SenseVoice models; this {self.family} model runs eagerly"
+        elif self.precision != "fp32":
+            reason = f"a traced graph does not follow autocast, so {self.precision} runs eagerly"
+        else:
+
+            def inputs(batch: Sequence[Prepared]) -> tuple[torch.Tensor, ...]:
+                return self._sensevoice_inputs(batch, [DecodeOptions()] * len(batch))
+
+            first = items[0]
+            half = Prepared(first.data[: max(1, first.length // 2)], max(1, first.length // 2), first.duration_s / 2)
+            checks = [inputs(items), inputs(items[-1:]), inputs([half])]
+            self._sv_graph, reason = trace_checked(self._sv_forward, inputs(items[:2]), checks)
+        self.info.graph_mode = "trace" if self._sv_graph is not None else "eager"
+        self.info.graph_fallback_reason = reason if self.settings.graph_mode == "trace" else None
+        if self.settings.graph_mode == "trace" and self._sv_graph is None:
+            log.warning("graph_mode=trace requested; the forward runs eagerly: %s", reason)
 
     # ------------------------------------------------------------------ batch (inference thread)
     def transcribe_batch(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> list[ItemResult]:
@@ -202,19 +231,22 @@ class FunASRBackend:
         lengths = torch.tensor([it.length for it in items], dtype=torch.int32, device=self.device)
         return feats, lengths
 
-    def _sensevoice(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> tuple[list[ItemResult], bool]:
+    def _sensevoice_inputs(
+        self, items: Sequence[Prepared], options: Sequence[DecodeOptions]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
         speech, lengths = self._padded(items)
-        dev = speech.device
-        lang = torch.tensor([[m.lid_dict.get(o.language, 0)] for o in options], device=dev)
-        norm = torch.tensor([[m.textnorm_dict["withitn" if o.use_itn else "woitn"]] for o in options], device=dev)
-        event_emo = m.embed(torch.tensor([[1, 2]], device=dev)).repeat(speech.size(0), 1, 1)
-        speech = torch.cat((m.embed(lang), event_emo, m.embed(norm), speech.to(m.embed.weight.dtype)), dim=1)
-        lengths = lengths + 4
-        encoder_out, encoder_lens = m.encoder(speech, lengths)
-        if isinstance(encoder_out, tuple):
-            encoder_out = encoder_out[0]
-        logits = m.ctc.log_softmax(encoder_out).float()
+        lang = torch.tensor([[m.lid_dict.get(o.language, 0)] for o in options], device=speech.device)
+        norm = [[m.textnorm_dict["withitn" if o.use_itn else "woitn"]] for o in options]
+        return speech, lengths, lang, torch.tensor(norm, device=speech.device)
+
+    def _sensevoice(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> tuple[list[ItemResult], bool]:
+        m = self.model
+        assert self._sv_forward is not None
+        # the graph is fp32-only: under autocast (the reduced-precision check, or bf16/fp16 serving) run eagerly
+        graph = self._sv_graph if not torch.is_autocast_enabled(self.device.type) else None
+        logits, encoder_lens = (graph or self._sv_forward)(*self._sensevoice_inputs(items, options))
+        logits = logits.float()
         finite = bool(torch.isfinite(logits).all())
         best = logits.argmax(dim=-1).cpu()
         lens = encoder_lens.cpu().tolist()
