@@ -161,7 +161,7 @@ def _machine(device: str) -> dict[str, Any]:
         pass
     from importlib.metadata import PackageNotFoundError, version
 
-    for pkg in ("torch", "funasr", "httpx"):
+    for pkg in ("torch", "funasr", "aiohttp"):
         try:
             info[pkg] = version(pkg)
         except PackageNotFoundError:
