@@ -136,3 +136,16 @@ class _Switching(torch.nn.Module):
             self.scale = 1.0
         out, n = self.inner(x * self.scale, lengths)
         return out, n
+
+
+def test_forward_module_lives_on_the_models_device(sensevoice_dir: Path) -> None:
+    """Its own constant (the event/emotion query ids) is created where the model is, so CUDA serving does not
+    index a CUDA embedding with CPU ids. The `meta` device stands in for a GPU here."""
+    from asr_inference.backends.funasr_backend import FunASRBackend
+    from asr_inference.config import Settings
+
+    backend = FunASRBackend(Settings(model=str(sensevoice_dir), device="cpu"))
+    backend.load()
+    module = SenseVoiceForward(backend.model.to("meta"))
+    assert {b.device.type for b in module.buffers()} == {"meta"}
+    assert {p.device.type for p in module.parameters()} == {"meta"}

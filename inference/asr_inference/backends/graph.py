@@ -37,7 +37,8 @@ class SenseVoiceForward(torch.nn.Module):
         self.encoder = model.encoder
         self.ctc = model.ctc
         # the event and emotion queries are the fixed ids 1, 2 in SenseVoiceSmall.inference
-        self.register_buffer("event_emo_ids", torch.tensor([[1, 2]]), persistent=False)
+        device = model.embed.weight.device  # the model is already on its serving device (cuda:N or cpu)
+        self.register_buffer("event_emo_ids", torch.tensor([[1, 2]], device=device), persistent=False)
 
     def forward(
         self, feats: torch.Tensor, lengths: torch.Tensor, language: torch.Tensor, textnorm: torch.Tensor
