@@ -49,10 +49,11 @@ class Settings(BaseSettings):
     a diverging transcript falls back to fp32. On CPU only bf16 is reduced (fp16 falls back to fp32)."""
 
     graph_mode: Literal["trace", "eager"] = "trace"
-    """How the batched forward runs. trace: SenseVoice in fp32 runs as a TorchScript graph traced at warm-up, which
-    holds no GIL while it computes, so request handling and decoding do not stall it; the graph is kept only if it
-    reproduces the eager outputs on warm-up batches of other shapes (else eager, reason in /readyz). Other families
-    and autocast precisions run eagerly. eager: plain PyTorch modules."""
+    """How the batched forward runs. trace: SenseVoice runs as a TorchScript graph traced at warm-up (at the precision
+    the warm-up gate chose; fp16/bf16 graphs carry autocast's casts), which holds no GIL while it computes, so request
+    handling and decoding do not stall it; the graph is kept only if it reproduces the eager outputs on warm-up
+    batches of other shapes (else eager, reason in /readyz). Paraformer and Fun-ASR-Nano run eagerly. eager: plain
+    PyTorch modules."""
 
     max_batch_size: int = Field(16, ge=1, le=1024)
     """Most items (audio segments) in one forward pass."""

@@ -149,3 +149,34 @@ def test_forward_module_lives_on_the_models_device(sensevoice_dir: Path) -> None
     module = SenseVoiceForward(backend.model.to("meta"))
     assert {b.device.type for b in module.buffers()} == {"meta"}
     assert {p.device.type for p in module.parameters()} == {"meta"}
+
+
+def test_bf16_graph_traced_under_autocast_replays_it_exactly(sensevoice_dir: Path, speech_files: dict[str, Path]):
+    """A graph traced inside autocast and run outside it gives what the eager module gives inside autocast — on
+    batches of other shapes than the one traced. (Run inside autocast, the casts would apply twice.)"""
+    import soundfile as sf
+    from asr_inference.backends import DecodeOptions
+    from asr_inference.backends.funasr_backend import FunASRBackend
+    from asr_inference.config import Settings
+
+    backend = FunASRBackend(Settings(model=str(sensevoice_dir), device="cpu"))
+    backend.load()
+    items = [backend.prepare(sf.read(speech_files[name], dtype="float32")[0]) for name in CLIPS]
+
+    def inputs(batch: list) -> tuple[torch.Tensor, ...]:
+        return backend._sensevoice_inputs(batch, [DecodeOptions()] * len(batch))
+
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
+    module = backend._sv_forward
+    graph, reason = trace_checked(module, inputs(items[:2]), [inputs(items[2:5])], eager_context=autocast)
+    assert reason is None and graph is not None
+    for batch in (items, items[3:4]):  # shapes neither traced nor checked
+        with torch.inference_mode():
+            with autocast():
+                expected = module(*inputs(batch))
+            got = graph(*inputs(batch))
+        assert expected[0].dtype == got[0].dtype == torch.bfloat16
+        assert torch.equal(expected[0], got[0]) and torch.equal(expected[1], got[1])
+    with torch.inference_mode(), autocast():
+        twice = graph(*inputs(items))
+    assert twice[0].dtype != torch.bfloat16 or not torch.equal(twice[0], expected[0])  # why it runs outside

@@ -69,6 +69,7 @@ async def test_bf16_kept_when_it_matches_fp32(clear_dir: Path) -> None:
     assert ready["precision_fallback_reason"] is None
     assert metric(samples, "asr_precision_fallback_total") == 0
     assert text
+    assert ready["graph_mode"] == "trace"  # the bf16 forward runs as a graph traced under autocast
 
 
 async def test_fp16_on_cpu_serves_fp32_with_a_warning(sensevoice_dir: Path) -> None:

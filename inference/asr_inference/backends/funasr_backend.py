@@ -67,7 +67,7 @@ class FunASRBackend:
         self.tokenizer: Any = None
         self._features: FastFbank | None = None
         self._sv_forward: SenseVoiceForward | None = None
-        self._sv_graph: ForwardFn | None = None  # traced `_sv_forward`, fp32 only (set by `warm`)
+        self._sv_graph: ForwardFn | None = None  # traced `_sv_forward` at the serving precision (set by `warm`)
 
     # ------------------------------------------------------------------ load
     def load(self) -> None:
@@ -160,6 +160,7 @@ class FunASRBackend:
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
     def warm(self, items: Sequence[Prepared]) -> ModelInfo:
+        self._sv_graph = None  # the checks below compare eager runs; a graph is chosen (again) at the end
         requested = self.settings.precision
         options = [DecodeOptions()] * len(items)
         reference, _ = self._run(items, options, "fp32")
@@ -195,8 +196,6 @@ class FunASRBackend:
             reason = "graph_mode=eager"
         elif self._sv_forward is None:
             reason = f"graph mode covers SenseVoice models; this {self.family} model runs eagerly"
-        elif self.precision != "fp32":
-            reason = f"a traced graph does not follow autocast, so {self.precision} runs eagerly"
         else:
 
             def inputs(batch: Sequence[Prepared]) -> tuple[torch.Tensor, ...]:
@@ -207,7 +206,10 @@ class FunASRBackend:
             # shapes other than the example's (the two longest items, the longest alone, half an item) rather
             # than the whole warm-up batch: checking costs three eager + six graph forwards, not full batches
             checks = [inputs(items[-2:]), inputs(items[-1:]), inputs([half])]
-            self._sv_graph, reason = trace_checked(self._sv_forward, inputs(items[:2]), checks)
+            # traced under the serving precision's autocast: the graph carries its casts (see trace_checked)
+            self._sv_graph, reason = trace_checked(
+                self._sv_forward, inputs(items[:2]), checks, eager_context=lambda: self._autocast(self.precision)
+            )
         self.info.graph_mode = "trace" if self._sv_graph is not None else "eager"
         self.info.graph_fallback_reason = reason if self.settings.graph_mode == "trace" else None
         if self.settings.graph_mode == "trace" and self._sv_graph is None:
@@ -221,6 +223,9 @@ class FunASRBackend:
     def _run(
         self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str
     ) -> tuple[list[ItemResult], bool]:
+        if self.family == "sensevoice" and self._sv_graph is not None and precision == self.precision:
+            with torch.inference_mode():  # no autocast: the graph was traced under it and replays its casts
+                return self._sensevoice(items, options, self._sv_graph)
         with torch.inference_mode(), self._autocast(precision):
             if self.family == "sensevoice":
                 return self._sensevoice(items, options)
@@ -242,11 +247,11 @@ class FunASRBackend:
         norm = [[m.textnorm_dict["withitn" if o.use_itn else "woitn"]] for o in options]
         return speech, lengths, lang, torch.tensor(norm, device=speech.device)
 
-    def _sensevoice(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> tuple[list[ItemResult], bool]:
+    def _sensevoice(
+        self, items: Sequence[Prepared], options: Sequence[DecodeOptions], graph: ForwardFn | None = None
+    ) -> tuple[list[ItemResult], bool]:
         m = self.model
         assert self._sv_forward is not None
-        # the graph is fp32-only: under autocast (the reduced-precision check, or bf16/fp16 serving) run eagerly
-        graph = self._sv_graph if not torch.is_autocast_enabled(self.device.type) else None
         logits, encoder_lens = (graph or self._sv_forward)(*self._sensevoice_inputs(items, options))
         logits = logits.float()
         finite = bool(torch.isfinite(logits).all())

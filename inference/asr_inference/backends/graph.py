@@ -14,6 +14,7 @@ shapes than the example and keeps the graph only if every output matches.
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -58,12 +59,21 @@ def trace_checked(
     example: Sequence[torch.Tensor],
     checks: Sequence[Sequence[torch.Tensor]],
     atol: float = 1e-5,
+    eager_context: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
 ) -> tuple[ForwardFn | None, str | None]:
     """Trace `module` on `example`, then compare graph and eager outputs on every batch in `checks` (run each
     twice: TorchScript's profiling executor optimises the graph after its first runs). Returns (graph, None), or
-    (None, why) when tracing fails or any output differs — the caller then keeps the eager module."""
+    (None, why) when tracing fails or any output differs — the caller then keeps the eager module.
+
+    `eager_context`: entered around tracing and around the eager reference runs, not around the graph runs. For
+    autocast (fp16/bf16) this is the point: tracing under autocast records the casts it makes, so the graph run
+    *outside* autocast reproduces the eager forward run *inside* it (run inside, the casts would apply twice).
+
+    `atol` is for fp32 outputs; reduced-precision outputs may differ by a few units in their last place (fused
+    kernels round differently), so for them the bound is 8 machine epsilons of their dtype times their largest
+    magnitude — and the best token of every frame must still be the same."""
     try:
-        with torch.no_grad(), warnings.catch_warnings():
+        with torch.no_grad(), eager_context(), warnings.catch_warnings():
             # TracerWarnings flag constructs that may not generalise; the checks below decide that instead.
             # torch.jit is deprecated upstream (DeprecationWarning); when it goes, this falls back to eager.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -73,7 +83,8 @@ def trace_checked(
         return None, f"tracing raised {type(exc).__name__}: {exc}"
     for inputs in checks:
         with torch.inference_mode():
-            expected = module(*(t.clone() for t in inputs))
+            with eager_context():
+                expected = module(*(t.clone() for t in inputs))
             for _ in range(2):
                 got = graph(*(t.clone() for t in inputs))
                 problem = _compare(expected, got, atol)
@@ -90,9 +101,12 @@ def _compare(expected: Sequence[torch.Tensor], got: Sequence[torch.Tensor], atol
         if a.is_floating_point():
             if not torch.equal(a.argmax(-1), b.argmax(-1)):
                 return f"output {i}: best tokens differ"
-            diff = float((a - b).abs().nan_to_num(nan=float("inf")).max()) if a.numel() else 0.0
-            if diff > atol:
-                return f"output {i}: max abs difference {diff:.3g} > {atol:g}"
+            diff = float((a.float() - b.float()).abs().nan_to_num(nan=float("inf")).max()) if a.numel() else 0.0
+            bound = atol
+            if a.dtype in (torch.float16, torch.bfloat16) and a.numel():
+                bound = max(atol, 8 * torch.finfo(a.dtype).eps * float(a.float().abs().max()))
+            if diff > bound:
+                return f"output {i}: max abs difference {diff:.3g} > {bound:.3g}"
         elif not torch.equal(a, b):
             return f"output {i} differs"
     return None
