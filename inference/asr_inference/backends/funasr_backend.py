@@ -143,7 +143,10 @@ class FunASRBackend:
 
     # ------------------------------------------------------------------ per item (worker threads)
     def prepare(self, samples: np.ndarray) -> Prepared:
-        wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+        array = np.ascontiguousarray(samples, dtype=np.float32)
+        if not array.flags.writeable:  # a read-only memory map: torch wants its own (writable) buffer
+            array = array.copy()
+        wave = torch.from_numpy(array)
         duration = len(samples) / 16000
         if self.family == "fun-asr-nano":
             return Prepared(wave, len(samples), duration)
