@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-SenseVoiceInputs = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 ForwardFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
