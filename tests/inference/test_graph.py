@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import torch
 from asr_inference.backends import graph as graph_module
-from asr_inference.backends.graph import SenseVoiceForward, trace_checked
+from asr_inference.backends.graph import SenseVoiceForward, Unoptimized, trace_checked
 from serving import serve, transcribe
 
 CLIPS = ["short_hello.wav", "digits_a.wav", "digits_b.wav", "command_c.wav", "sentence_d.wav", "sentence_e.wav"]
@@ -108,6 +108,18 @@ def test_trace_checked_keeps_a_shape_generic_graph() -> None:
     expected = _Masked()(x, lengths)
     got = graph(x, lengths)
     assert torch.equal(got[1], expected[1]) and torch.allclose(got[0], expected[0])
+
+
+def test_unoptimized_graph_for_cuda_computes_the_same() -> None:
+    """`optimize=False` (what CUDA serving uses: no fusion) gives the same graph, run with TorchScript's
+    optimising passes off for the call only."""
+    graph, reason = trace_checked(_Masked(), _batch(2, 7, 0), [_batch(5, 13, 1)], optimize=False)
+    assert reason is None and isinstance(graph, Unoptimized)
+    x, lengths = _batch(3, 21, 3)
+    expected = _Masked()(x, lengths)
+    got = graph(x, lengths)
+    assert torch.equal(got[1], expected[1]) and torch.allclose(got[0], expected[0])
+    assert torch._C._get_graph_executor_optimize()  # restored after the call
 
 
 def test_trace_checked_rejects_a_graph_that_baked_a_shape() -> None:

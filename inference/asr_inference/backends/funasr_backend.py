@@ -211,7 +211,11 @@ class FunASRBackend:
             checks = [inputs(items[-2:]), inputs(items[-1:]), inputs([half])]
             # traced under the serving precision's autocast: the graph carries its casts (see trace_checked)
             self._sv_graph, reason = trace_checked(
-                self._sv_forward, inputs(items[:2]), checks, eager_context=lambda: self._autocast(self.precision)
+                self._sv_forward,
+                inputs(items[:2]),
+                checks,
+                eager_context=lambda: self._autocast(self.precision),
+                optimize=self.device.type == "cpu",  # no fusion on CUDA: see trace_checked
             )
         self.info.graph_mode = "trace" if self._sv_graph is not None else "eager"
         self.info.graph_fallback_reason = reason if self.settings.graph_mode == "trace" else None
