@@ -19,6 +19,7 @@ from asr_bench.make_model import (
     FRONTEND_CONF,
     seed_all,
     write_configuration_json,
+    write_paraformer_dir,
     write_sensevoice_dir,
 )
 
@@ -70,12 +71,6 @@ def build_sensevoice(out: Path, seed: int = 1234) -> Path:
 
 def build_paraformer(out: Path, cmvn_from: Path, seed: int = 0) -> Path:
     """config.yaml + model.pt + tokens.json + am.mvn, no configuration.json (funasr's config-only branch)."""
-    import funasr.models.paraformer.cif_predictor
-    import funasr.models.paraformer.decoder
-    import funasr.models.paraformer.model
-    import funasr.models.sanm.encoder  # noqa: F401
-    from funasr.register import tables
-
     seed_all(seed)
     out.mkdir(parents=True, exist_ok=True)
     tokens = [
@@ -86,34 +81,13 @@ def build_paraformer(out: Path, cmvn_from: Path, seed: int = 0) -> Path:
         *"的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年",
         "<unk>",
     ]
-    (out / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False))
-    enc = {k: v for k, v in ENCODER_CONF.items() if k != "tp_blocks"}
-    config: dict[str, Any] = {
-        "model": "Paraformer",
-        "model_conf": {"ctc_weight": 0.0, "lsm_weight": 0.1, "length_normalized_loss": True,
-                       "predictor_weight": 1.0, "predictor_bias": 1, "sampling_ratio": 0.75},
-        "encoder": "SANMEncoder",
-        "encoder_conf": enc,
-        "decoder": "ParaformerSANMDecoder",
-        "decoder_conf": {"attention_heads": 4, "linear_units": 192, "num_blocks": 2, "dropout_rate": 0.1,
-                         "positional_dropout_rate": 0.1, "self_attention_dropout_rate": 0.1,
-                         "src_attention_dropout_rate": 0.1, "att_layer_num": 2, "kernel_size": 11, "sanm_shfit": 0},
-        "predictor": "CifPredictorV2",
-        "predictor_conf": {"idim": 96, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45},
-        "frontend": "WavFrontend",
-        "frontend_conf": FRONTEND_CONF,
-        "tokenizer": "CharTokenizer",
-        "tokenizer_conf": {"unk_symbol": "<unk>"},
+    encoder = {k: v for k, v in ENCODER_CONF.items() if k != "tp_blocks"}
+    decoder = {
+        "attention_heads": 4, "linear_units": 192, "num_blocks": 2, "dropout_rate": 0.1,
+        "positional_dropout_rate": 0.1, "self_attention_dropout_rate": 0.1, "src_attention_dropout_rate": 0.1,
+        "att_layer_num": 2, "kernel_size": 11, "sanm_shfit": 0,
     }  # fmt: skip
-    (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    shutil.copy(cmvn_from / "am.mvn", out / "am.mvn")
-    parts = {k: v for k, v in config.items() if k.endswith(("coder", "coder_conf", "predictor", "predictor_conf"))}
-    model = tables.model_classes.get("Paraformer")(
-        input_size=560, vocab_size=len(tokens), **parts, **config["model_conf"]
-    )
-    with torch.no_grad():  # random weights still fire the CIF predictor
-        model.predictor.cif_output.bias.fill_(0.0)
-    torch.save(model.state_dict(), out / "model.pt")
+    write_paraformer_dir(out, tokens, encoder, decoder, cmvn_from=cmvn_from / "am.mvn")
     return out
 
 

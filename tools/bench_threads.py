@@ -30,9 +30,8 @@ from asr_bench.clips import load_dir  # noqa: E402
 def thread_cpu_s(pid: int, names: dict[str, str]) -> dict[str, float]:
     out: dict[str, float] = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
-        fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
         group = re.sub(r"_\d+$", "", names.get(tid, "other (no Python frame)"))
-        out[group] = out.get(group, 0.0) + (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        out[group] = out.get(group, 0.0) + (load.process_cpu_s(pid, int(tid)) or 0.0)
     return out
 
 

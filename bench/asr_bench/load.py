@@ -52,12 +52,13 @@ class CellResult:
     client_cpu_s: float | None = None  # CPU time this load generator used in the cell (it shares the machine)
 
 
-def process_cpu_s(pid: int) -> float | None:
-    """User + system CPU seconds of a process so far (Linux /proc)."""
+def process_cpu_s(pid: int, tid: int | None = None) -> float | None:
+    """User + system CPU seconds so far (Linux /proc) of a process, or of one of its threads."""
     import os
 
+    stat = Path(f"/proc/{pid}/stat") if tid is None else Path(f"/proc/{pid}/task/{tid}/stat")
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = stat.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

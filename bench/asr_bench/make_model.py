@@ -184,9 +184,17 @@ def build_sensevoice_small(out: Path, seed: int = 0) -> Path:
     return out
 
 
-def build_paraformer_large(out: Path, seed: int = 0) -> Path:
-    """Paraformer-large dimensions (SANM encoder 512/4/2048/50, SANM decoder 16 blocks, CifPredictorV2,
-    vocab 8404). config.yaml + model.pt + tokens.json + am.mvn."""
+def write_paraformer_dir(
+    out: Path,
+    tokens: list[str],
+    encoder_conf: dict[str, Any],
+    decoder_conf: dict[str, Any],
+    cmvn_from: Path | None = None,
+) -> Any:
+    """A Paraformer directory (SANM encoder, SANM decoder, CifPredictorV2, char tokens): tokens.json,
+    config.yaml, am.mvn (written, or copied from `cmvn_from`) and random weights in model.pt. Returns the model."""
+    import shutil
+
     import funasr.models.paraformer.cif_predictor
     import funasr.models.paraformer.decoder
     import funasr.models.paraformer.model
@@ -195,29 +203,28 @@ def build_paraformer_large(out: Path, seed: int = 0) -> Path:
     import yaml
     from funasr.register import tables
 
-    seed_all(seed)
-    out.mkdir(parents=True, exist_ok=True)
-    tokens = ["<blank>", "<s>", "</s>"]
-    tokens += [chr(0x4E00 + i) for i in range(PARAFORMER_VOCAB - len(tokens) - 1)]
-    tokens.append("<unk>")
     (out / "tokens.json").write_text(json.dumps(tokens, ensure_ascii=False))
+    idim = encoder_conf["output_size"]
     config: dict[str, Any] = {
         "model": "Paraformer",
         "model_conf": {"ctc_weight": 0.0, "lsm_weight": 0.1, "length_normalized_loss": True,
                        "predictor_weight": 1.0, "predictor_bias": 1, "sampling_ratio": 0.75},
         "encoder": "SANMEncoder",
-        "encoder_conf": PARAFORMER_LARGE_ENCODER,
+        "encoder_conf": encoder_conf,
         "decoder": "ParaformerSANMDecoder",
-        "decoder_conf": PARAFORMER_LARGE_DECODER,
+        "decoder_conf": decoder_conf,
         "predictor": "CifPredictorV2",
-        "predictor_conf": {"idim": 512, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45},
+        "predictor_conf": {"idim": idim, "threshold": 1.0, "l_order": 1, "r_order": 1, "tail_threshold": 0.45},
         "frontend": "WavFrontend",
         "frontend_conf": FRONTEND_CONF,
         "tokenizer": "CharTokenizer",
         "tokenizer_conf": {"unk_symbol": "<unk>"},
     }  # fmt: skip
     (out / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
-    write_cmvn(out / "am.mvn")
+    if cmvn_from is not None:
+        shutil.copy(cmvn_from, out / "am.mvn")
+    else:
+        write_cmvn(out / "am.mvn")
     parts = {k: v for k, v in config.items() if k.endswith(("coder", "coder_conf", "predictor", "predictor_conf"))}
     model = tables.model_classes.get("Paraformer")(
         input_size=560, vocab_size=len(tokens), **parts, **config["model_conf"]
@@ -225,6 +232,18 @@ def build_paraformer_large(out: Path, seed: int = 0) -> Path:
     with torch.no_grad():  # random weights still fire the CIF predictor
         model.predictor.cif_output.bias.fill_(0.0)
     torch.save(model.state_dict(), out / "model.pt")
+    return model
+
+
+def build_paraformer_large(out: Path, seed: int = 0) -> Path:
+    """Paraformer-large dimensions (SANM encoder 512/4/2048/50, SANM decoder 16 blocks, CifPredictorV2,
+    vocab 8404). config.yaml + model.pt + tokens.json + am.mvn."""
+    seed_all(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    tokens = ["<blank>", "<s>", "</s>"]
+    tokens += [chr(0x4E00 + i) for i in range(PARAFORMER_VOCAB - len(tokens) - 1)]
+    tokens.append("<unk>")
+    model = write_paraformer_dir(out, tokens, PARAFORMER_LARGE_ENCODER, PARAFORMER_LARGE_DECODER)
     _card(out, "Paraformer", model, len(tokens))
     return out
 

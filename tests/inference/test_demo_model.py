@@ -8,8 +8,8 @@ the voices, speeds and pitches in them never occur in the training corpus.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,28 +24,23 @@ SAMPLE_TXT = ROOT / "samples" / "demo.txt"
 MAX_WER = 0.10
 
 
-def normalize(text: str) -> str:
-    """Lower-case, keep letters, digits, apostrophes and single spaces (drops emoji/tags/punctuation)."""
-    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+def _demo_model_common():  # type: ignore[no-untyped-def]
+    """tools/demo_model/common.py (scripts import it as `common`; stdlib only): the model card's WER helpers."""
+    spec = importlib.util.spec_from_file_location("demo_model_common", ROOT / "tools" / "demo_model" / "common.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def edit_distance(ref: Sequence[str], hyp: Sequence[str]) -> int:
-    """Word-level Levenshtein distance."""
-    row = list(range(len(hyp) + 1))
-    for i in range(1, len(ref) + 1):
-        diag, row[0] = row[0], i
-        for j in range(1, len(hyp) + 1):
-            above = row[j]
-            row[j] = min(row[j] + 1, row[j - 1] + 1, diag + (ref[i - 1] != hyp[j - 1]))
-            diag = above
-    return row[-1]
+_common = _demo_model_common()
+normalize = _common.normalize
 
 
 def wer(pairs: Sequence[tuple[str, str]]) -> float:
-    """Corpus word error rate over (reference, hypothesis) pairs."""
-    errors = sum(edit_distance(normalize(r).split(), normalize(h).split()) for r, h in pairs)
-    words = sum(len(normalize(r).split()) for r, _ in pairs)
-    return errors / words
+    """Corpus word error rate over (reference, hypothesis) pairs, both normalised."""
+    errors, words = _common.word_errors((normalize(r), normalize(h)) for r, h in pairs)
+    return float(errors / words)
 
 
 def test_wer_helper() -> None:

@@ -194,7 +194,7 @@ class FunASRBackend:
     def _choose_graph(self, items: Sequence[Prepared]) -> None:
         """`graph_mode=trace`: trace the SenseVoice forward and keep the graph only if it reproduces the eager
         outputs on batches of other shapes than the one it was traced on (`graph.trace_checked`)."""
-        self._sv_graph, reason = None, None
+        reason: str | None = None
         if self.settings.graph_mode == "eager":
             reason = "graph_mode=eager"
         elif self._sv_forward is None:
@@ -230,7 +230,7 @@ class FunASRBackend:
     def _run(
         self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str
     ) -> tuple[list[ItemResult], bool]:
-        if self.family == "sensevoice" and self._sv_graph is not None and precision == self.precision:
+        if self._sv_graph is not None and precision == self.precision:  # only ever set for SenseVoice
             with torch.inference_mode():  # no autocast: the graph was traced under it and replays its casts
                 return self._sensevoice(items, options, self._sv_graph)
         with torch.inference_mode(), self._autocast(precision):
