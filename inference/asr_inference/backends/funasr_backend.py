@@ -207,7 +207,7 @@ class FunASRBackend:
             first = items[0]
             half = Prepared(first.data[: max(1, first.length // 2)], max(1, first.length // 2), first.duration_s / 2)
             # shapes other than the example's (the two longest items, the longest alone, half an item) rather
-            # than the whole warm-up batch: checking costs three eager + six graph forwards, not full batches
+            # than the whole warm-up batch: checking costs three eager + three to six graph forwards, not full batches
             checks = [inputs(items[-2:]), inputs(items[-1:]), inputs([half])]
             # traced under the serving precision's autocast: the graph carries its casts (see trace_checked)
             self._sv_graph, reason = trace_checked(
