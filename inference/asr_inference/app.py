@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import formats, model_source
+from . import formats, model_source, playground
 from .backends import Backend, DecodeOptions, ModelInfo, create_backend
 from .config import Settings
 from .engine import Engine
@@ -36,6 +36,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .pipeline import Transcriber
+from .timing import server_timing
 from .warmup import to_wav_bytes, warmup_samples
 
 log = logging.getLogger("asr_inference.app")
@@ -149,6 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, state=state)
     _install_error_handlers(app)
     _add_routes(app, state)
+    playground.install(app, state)  # / and /playground unless --no-playground
     return app
 
 
@@ -191,6 +193,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 ctx["status"] = message["status"]
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+                if "timing" in ctx:
+                    total_s = time.perf_counter() - ctx["t0"]
+                    header = server_timing(**ctx["timing"], total_s=total_s, cached=bool(ctx.get("cache")))
+                    message["headers"].append((b"server-timing", header.encode()))
             await send(message)
 
         metrics.inflight_requests.inc()
@@ -346,6 +352,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         watcher.cancel()
         transcript, cached = work.result()
         ctx.update(audio_s=transcript.duration, batch_size=transcript.max_batch_size, cache=cached)
+        ctx["timing"] = {"queue_s": transcript.queue_s, "inference_s": transcript.inference_s}
 
         if response_format == "text":
             return PlainTextResponse(transcript.text)

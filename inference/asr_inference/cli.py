@@ -34,7 +34,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices = [c for c in get_args(field.annotation) if isinstance(c, str)] or None
         flag = "--" + name.replace("_", "-")
         default = field.default if field.default is not None else "unset"
-        parser.add_argument(flag, dest=name, default=None, choices=choices, help=f"{_doc(name)} [default: {default}]")
+        help_text = f"{_doc(name)} [default: {default}]"
+        if field.annotation is bool:  # --flag / --no-flag (a value after a boolean flag reads badly)
+            parser.add_argument(flag, dest=name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+            continue
+        parser.add_argument(flag, dest=name, default=None, choices=choices, help=help_text)
     return parser
 
 

@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     api_key: str | None = None
     """When set, every /v1 request needs `Authorization: Bearer <api_key>`. Health and metrics stay open."""
 
+    playground: bool = True
+    """Serve the built-in web playground at / and /playground (static page; its API calls still need `api_key`).
+    `--no-playground` (or ASR_PLAYGROUND=false) turns it off: both paths answer 404."""
+
     served_model_name: str | None = None
     """Name reported by /v1/models and accepted in the `model` form field; default: the model directory's name."""
 

@@ -37,6 +37,9 @@ class WorkItem:
     future: asyncio.Future[ItemResult]
     enqueued_at: float = field(default_factory=time.monotonic)
     batch_size: int = 0  # size of the batch it ran in (for the request log)
+    queue_s: float = 0.0  # from queued until its batch was formed (for the Server-Timing header)
+    batch_s: float = 0.0  # forward time of the batch it ran in
+    batch_started: float = 0.0  # tells one request's items that shared a batch apart from ones that did not
 
 
 class BatchQueue:
@@ -231,6 +234,7 @@ class Engine:
             batch = await self.queue.wait_for_batch()
             batch.sort(key=lambda it: it.prepared.length)  # similar lengths together: less padding
             self._busy = True
+            formed = time.monotonic()
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._forward_isolating, batch)
@@ -246,6 +250,7 @@ class Engine:
             self._update_gpu_memory()
             for item, result in zip(batch, results, strict=True):
                 item.batch_size = len(batch)
+                item.queue_s, item.batch_s, item.batch_started = formed - item.enqueued_at, elapsed, started
                 if item.future.done():
                     continue
                 if isinstance(result, BaseException):

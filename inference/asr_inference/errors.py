@@ -58,6 +58,14 @@ class Unauthorized(ASRError):
         super().__init__(message, headers={"WWW-Authenticate": "Bearer"})
 
 
+class NotFound(ASRError):
+    """A path under a known prefix that names nothing (e.g. a playground file that does not exist)."""
+
+    status_code = 404
+    type = "not_found_error"
+    code = "not_found"
+
+
 class ModelNotFound(ASRError):
     status_code = 404
     type = "invalid_request_error"

@@ -34,6 +34,8 @@ class Transcript:
     segments: list[Segment]
     words: list[Word] | None = None
     max_batch_size: int = 0  # largest batch any of its items ran in (for the request log)
+    queue_s: float = 0.0  # longest wait of any of its items for a batch (Server-Timing `queue`)
+    inference_s: float = 0.0  # forward time of the batches its items ran in (Server-Timing `inference`)
 
 
 def to_json(t: Transcript) -> dict[str, Any]:

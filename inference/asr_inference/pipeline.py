@@ -142,6 +142,8 @@ class Transcriber:
         windows = plan_windows(duration, self.settings.segment_s, overlap)
         in_flight = asyncio.Semaphore(max(2, self.engine.queue.max_batch_size))
         batch_sizes: list[int] = []
+        queue_s: list[float] = []
+        batch_s: dict[float, float] = {}  # batch start -> its forward time: items sharing a batch count once
 
         async def run_window(w: Window) -> ItemResult:
             async with in_flight:
@@ -156,12 +158,15 @@ class Transcriber:
                     on_queued()  # its items now count in the queue itself
                 result = await item.future
                 batch_sizes.append(item.batch_size)
+                queue_s.append(item.queue_s)
+                batch_s[item.batch_started] = item.batch_s
                 return result
 
         results = await asyncio.gather(*(run_window(w) for w in windows))
         t0 = time.perf_counter()
         transcript = self._stitch(windows, results, duration)
         transcript.max_batch_size = max(batch_sizes, default=0)
+        transcript.queue_s, transcript.inference_s = max(queue_s, default=0.0), sum(batch_s.values())
         self.metrics.stage_duration_seconds.labels(stage="postprocess").observe(time.perf_counter() - t0)
         return transcript
 
