@@ -45,6 +45,7 @@ async function onSubmit(event) {
   event.preventDefault();
   if (!audio) return;
   showError("");
+  $("result").hidden = true; // an error must not sit under the previous file's transcript
   setState("busy");
   $("submit").disabled = true;
   const options = { format: $("format").value, language: $("language").value, words: $("words").checked };

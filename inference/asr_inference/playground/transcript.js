@@ -37,7 +37,8 @@ function renderTimeline(words, duration, player) {
   timeline.hidden = !words.length;
   const span = Math.max(duration, ...words.map((w) => w.end), 0.001);
   for (const word of words) {
-    const node = element("span", "word", word.word);
+    const node = element("span", "word");
+    node.append(element("span", "label", word.word));
     node.style.left = `${(100 * word.start) / span}%`;
     node.style.width = `${Math.max((100 * (word.end - word.start)) / span, 0.5)}%`;
     node.title = `${word.word}  ${clock(word.start)} – ${clock(word.end)}`;
