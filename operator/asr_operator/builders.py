@@ -365,7 +365,9 @@ def queue_depth_query(asr: ASR) -> str:
     # Pods of the Deployment are <name>-<replicaset hash>-<suffix>; the regex excludes other deployments
     # whose names merely start with <name>-.
     pods = f"{asr.name}-[a-z0-9]+-[a-z0-9]+"
-    return f'sum({QUEUE_METRIC}{{namespace="{asr.namespace}",pod=~"{pods}"}})'
+    # max by (pod): the pods carry prometheus.io/* annotations AND may have a ServiceMonitor; a Prometheus that
+    # honours both scrapes each pod twice (two jobs), and a plain sum would count its queue twice.
+    return f'sum(max by (pod) ({QUEUE_METRIC}{{namespace="{asr.namespace}",pod=~"{pods}"}}))'
 
 
 def _scale_target(asr: ASR) -> dict[str, Any]:

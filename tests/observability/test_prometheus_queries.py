@@ -68,10 +68,14 @@ def observed() -> Iterator[Observed]:
     with asr_serve("--max-batch-size", str(MAX_BATCH), "--max-wait-ms", "20") as base:
         scrape = {"job_name": "asr-inference", "metrics_path": "/metrics",
                   "static_configs": [_target(base, SERVICE, POD), _target(base, OTHER_SERVICE, OTHER_POD)]}  # fmt: skip
-        with run_prometheus([scrape]) as prom:
+        # the same pod once more, as Prometheus' usual `kubernetes-pods` job (prometheus.io/* annotations, which
+        # the operator sets) labels it: no service label. Queries must not count the pod twice.
+        annotations = {"job_name": "kubernetes-pods", "metrics_path": "/metrics", "static_configs": [
+            {"targets": [base.removeprefix("http://")], "labels": {"namespace": NAMESPACE, "pod": POD}}]}  # fmt: skip
+        with run_prometheus([scrape, annotations]) as prom:
             api = PromAPI(prom)
             deadline = time.monotonic() + 60
-            while api.targets_up() < 2:
+            while api.targets_up() < 3:
                 assert time.monotonic() < deadline, "prometheus never scraped both targets"
                 time.sleep(0.5)
             start = time.time()
@@ -182,7 +186,7 @@ def test_keda_query_sums_only_its_own_pods_and_sees_the_queue(observed: Observed
     assert max(values(result)) > 0, f"{query} never saw a queue under load"
     assert query.startswith("sum(")
     counted = observed.range("count(" + query.removeprefix("sum("))
-    assert set(values(counted)) == {1.0}, "the query must count asr-demo's pod, not asr-demo-canary's"
+    assert set(values(counted)) == {1.0}, "the query must count asr-demo's pod once, and not asr-demo-canary's"
 
 
 def _adapter_rules(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[dict[str, Any]]:
@@ -221,6 +225,9 @@ def test_prometheus_adapter_rule_finds_the_series_and_serves_per_pod_values(
     result = observed.range(metrics_query)
     assert [s["metric"] for s in result] == [{"pod": POD}], metrics_query
     assert max(values(result)) > 0
+    # the pod's queue, counted once although two jobs scrape it
+    once = observed.range(f'max(asr_queue_depth{{namespace="{NAMESPACE}",pod="{POD}"}})')
+    assert values(result) == values(once), metrics_query
 
 
 def test_the_load_was_served(observed: Observed) -> None:

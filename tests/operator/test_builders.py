@@ -512,7 +512,7 @@ def test_keda_scaledobject() -> None:
     assert trigger["type"] == "prometheus"
     meta = trigger["metadata"]
     assert meta["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
-    assert meta["query"] == 'sum(asr_queue_depth{namespace="speech",pod=~"sv-[a-z0-9]+-[a-z0-9]+"})'
+    assert meta["query"] == 'sum(max by (pod) (asr_queue_depth{namespace="speech",pod=~"sv-[a-z0-9]+-[a-z0-9]+"}))'
     assert meta["threshold"] == "16" and meta["ignoreNullValues"] == "false"
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600

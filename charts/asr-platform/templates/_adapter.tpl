@@ -14,5 +14,7 @@ rules:
     name:
       matches: "^asr_queue_depth$"
       as: "asr_queue_depth"
-    metricsQuery: 'sum(<<.Series>>{<<.LabelMatchers>>}) by (<<.GroupBy>>)'
+    # max by (namespace, pod) first: a pod scraped by both a ServiceMonitor and its prometheus.io annotations
+    # has two series (one per job), and a plain sum would report twice its queue.
+    metricsQuery: 'sum(max by (namespace, pod) (<<.Series>>{<<.LabelMatchers>>})) by (<<.GroupBy>>)'
 {{- end }}
