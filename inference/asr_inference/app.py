@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import formats, model_source
+from . import chunking, formats, model_source, streaming
 from .backends import Backend, DecodeOptions, ModelInfo, create_backend
 from .config import Settings
 from .engine import Engine
@@ -302,6 +302,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         response_format: Annotated[str, Form()] = "json",
         temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
         timestamp_granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
+        stream: Annotated[bool, Form()] = False,
     ) -> Response:
         check_auth(request)
         ctx = request.scope["state"]["asr"]
@@ -321,6 +322,9 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         if languages is not None and lang not in languages:
             raise InvalidRequest(f"language {lang!r} is not supported by this model; use one of {sorted(languages)}")
         options = DecodeOptions(language=lang, use_itn=False, prompt=prompt or None)
+        cutting = chunking.parse(await request.form(), settings)
+        if stream:
+            return streaming.sse_response(state.transcriber, state.engine, file.file, options, cutting, ctx)
         admission = state.engine.admit()
         arrival = ctx.get("arrival")
 
@@ -331,7 +335,9 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
 
         try:
             budget = settings.request_timeout_s - (time.perf_counter() - ctx["t0"])
-            work = asyncio.create_task(state.transcriber.transcribe(file.file, options, on_queued=queued))
+            work = asyncio.create_task(
+                state.transcriber.transcribe(file.file, options, on_queued=queued, chunking=cutting)
+            )
             watcher = asyncio.create_task(_wait_for_disconnect(request))
             done, _ = await asyncio.wait({work, watcher}, timeout=max(budget, 0.001), return_when="FIRST_COMPLETED")
         finally:
