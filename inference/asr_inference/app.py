@@ -15,10 +15,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import chunking, formats, model_source, streaming
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .pipeline import Transcriber
+from .realtime import KEY_SUBPROTOCOL, RealtimeHub
 from .warmup import to_wav_bytes, warmup_samples
 
 log = logging.getLogger("asr_inference.app")
@@ -240,7 +242,7 @@ async def _wait_for_disconnect(request: Request) -> None:
 def _add_routes(app: FastAPI, state: ServerState) -> None:
     settings = state.settings
 
-    def check_auth(request: Request) -> None:
+    def check_auth(request: HTTPConnection) -> None:
         if settings.api_key is None:
             return
         header = request.headers.get("authorization", "")
@@ -291,6 +293,23 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             "object": "list",
             "data": [{"id": state.model_name, "object": "model", "created": 0, "owned_by": "asr-platform"}],
         }
+
+    hub = RealtimeHub(settings, state.metrics)
+
+    @app.websocket("/v1/realtime")
+    async def realtime(websocket: WebSocket) -> None:
+        def authorized() -> bool:
+            keys = [p.removeprefix(KEY_SUBPROTOCOL) for p in websocket.scope.get("subprotocols", [])]
+            if settings.api_key is not None and settings.api_key in keys:
+                return True  # browsers cannot set headers on a WebSocket: OpenAI's key subprotocol
+            try:
+                check_auth(websocket)
+            except Unauthorized:
+                return False
+            return True
+
+        ready = state.transcriber if state.ready.is_set() else None
+        await hub.handle(websocket, ready, state.model_name, authorized)
 
     @app.post(TRANSCRIBE_PATH, response_model=None)
     async def transcriptions(

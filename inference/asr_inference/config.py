@@ -146,10 +146,6 @@ class Settings(BaseSettings):
     stream_max_message_kb: int = Field(1024, ge=1)
     """Largest WebSocket message a realtime client may send; a larger one closes that session with an error."""
 
-    stream_partial_interval_s: float = Field(1.0, ge=0)
-    """While an utterance is open, transcribe what has been heard so far this often (audio seconds) and send the
-    new words as `...input_audio_transcription.delta`; 0: only final text."""
-
     stream_max_pending: int = Field(4, ge=1)
     """Finished utterances of one realtime session waiting for text; past this its socket is not read (backpressure)."""
 

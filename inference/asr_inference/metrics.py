@@ -78,6 +78,26 @@ class Metrics:
         self.gpu_memory_total_bytes = Gauge(
             "asr_gpu_memory_total_bytes", "Total memory of the CUDA device in use.", registry=r
         )
+        self.active_streams = Gauge(
+            "asr_active_streams",
+            "Open streams: realtime WebSocket sessions and stream=true uploads being sent.",
+            ["kind"],
+            registry=r,
+        )
+        self.stream_audio_seconds_total = Counter(
+            "asr_stream_audio_seconds", "Audio seconds received on realtime sessions.", registry=r
+        )
+        self.stream_final_latency_seconds = Histogram(
+            "asr_stream_final_latency_seconds",
+            "Realtime: from the end of an utterance (speech stopped or commit) to its completed text being sent.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.streams_rejected_total = Counter(
+            "asr_streams_rejected", "Realtime sessions refused because stream_max_sessions were open.", registry=r
+        )
+        for kind in ("realtime", "sse"):
+            self.active_streams.labels(kind=kind)
         for stage in STAGES:  # pre-create the label sets so every series exists from the first scrape
             self.stage_duration_seconds.labels(stage=stage)
 

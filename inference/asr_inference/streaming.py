@@ -67,11 +67,11 @@ def sse_response(
     async def events() -> AsyncIterator[bytes]:
         segments: asyncio.Queue[Segment] = asyncio.Queue()
         work = asyncio.create_task(
-            transcriber.transcribe(
-                upload, options, on_queued=queued, chunking=chunking, on_segment=segments.put_nowait
-            )
+            transcriber.transcribe(upload, options, on_queued=queued, chunking=chunking, on_segment=segments.put_nowait)
         )
         sent = 0
+        active = engine.metrics.active_streams.labels(kind="sse")
+        active.inc()
         try:
             async with asyncio.timeout(max(budget_s, 0.001)):
                 while not (work.done() and segments.empty()):
@@ -94,6 +94,7 @@ def sse_response(
         except Exception as exc:
             yield _error_event(exc)
         finally:
+            active.dec()
             admission.release()
             work.cancel()  # a client gone mid-stream: its queued items are dropped
             with contextlib.suppress(BaseException):
