@@ -15,13 +15,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, Request, UploadFile
+from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import formats, model_source, playground
+from . import chunking, formats, model_source, playground, streaming
 from .backends import Backend, DecodeOptions, ModelInfo, create_backend
 from .config import Settings
 from .engine import Engine
@@ -36,6 +37,7 @@ from .errors import (
 )
 from .metrics import Metrics
 from .pipeline import Transcriber
+from .realtime import KEY_SUBPROTOCOL, RealtimeHub
 from .timing import server_timing
 from .warmup import to_wav_bytes, warmup_samples
 
@@ -246,7 +248,7 @@ async def _wait_for_disconnect(request: Request) -> None:
 def _add_routes(app: FastAPI, state: ServerState) -> None:
     settings = state.settings
 
-    def check_auth(request: Request) -> None:
+    def check_auth(request: HTTPConnection) -> None:
         if settings.api_key is None:
             return
         header = request.headers.get("authorization", "")
@@ -298,6 +300,23 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             "data": [{"id": state.model_name, "object": "model", "created": 0, "owned_by": "asr-platform"}],
         }
 
+    hub = RealtimeHub(settings, state.metrics)
+
+    @app.websocket("/v1/realtime")
+    async def realtime(websocket: WebSocket) -> None:
+        def authorized() -> bool:
+            keys = [p.removeprefix(KEY_SUBPROTOCOL) for p in websocket.scope.get("subprotocols", [])]
+            if settings.api_key is not None and settings.api_key in keys:
+                return True  # browsers cannot set headers on a WebSocket: OpenAI's key subprotocol
+            try:
+                check_auth(websocket)
+            except Unauthorized:
+                return False
+            return True
+
+        ready = state.transcriber if state.ready.is_set() else None
+        await hub.handle(websocket, ready, state.model_name, authorized)
+
     @app.post(TRANSCRIBE_PATH, response_model=None)
     async def transcriptions(
         request: Request,
@@ -308,6 +327,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         response_format: Annotated[str, Form()] = "json",
         temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
         timestamp_granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
+        stream: Annotated[bool, Form()] = False,
     ) -> Response:
         check_auth(request)
         ctx = request.scope["state"]["asr"]
@@ -327,6 +347,9 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         if languages is not None and lang not in languages:
             raise InvalidRequest(f"language {lang!r} is not supported by this model; use one of {sorted(languages)}")
         options = DecodeOptions(language=lang, use_itn=False, prompt=prompt or None)
+        cutting = chunking.parse(await request.form(), settings)
+        if stream:
+            return streaming.sse_response(state.transcriber, state.engine, file.file, options, cutting, ctx)
         admission = state.engine.admit()
         arrival = ctx.get("arrival")
 
@@ -337,7 +360,9 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
 
         try:
             budget = settings.request_timeout_s - (time.perf_counter() - ctx["t0"])
-            work = asyncio.create_task(state.transcriber.transcribe(file.file, options, on_queued=queued))
+            work = asyncio.create_task(
+                state.transcriber.transcribe(file.file, options, on_queued=queued, chunking=cutting)
+            )
             watcher = asyncio.create_task(_wait_for_disconnect(request))
             done, _ = await asyncio.wait({work, watcher}, timeout=max(budget, 0.001), return_when="FIRST_COMPLETED")
         finally:

@@ -77,10 +77,25 @@ class Settings(BaseSettings):
     """Longest accepted audio after decoding (413 above)."""
 
     segment_s: float = Field(30.0, ge=1, le=600)
-    """Audio longer than this is split into windows of this length (with overlap) and stitched."""
+    """Audio longer than this is cut into segments of at most this length (see `segmenter`) and stitched."""
 
     segment_overlap_s: float = Field(2.0, ge=0, le=30)
     """Overlap between neighbouring windows of long audio; tokens are kept from the window whose centre is nearer."""
+
+    segmenter: Literal["auto", "vad", "windows"] = "auto"
+    """How audio longer than `segment_s` is cut. vad: at pauses found by silero-vad (segments hold speech only, each
+    at most `segment_s`, tiny ones merged into a neighbour, times in the original timeline); windows: fixed
+    overlapping windows stitched by token time. auto: vad when silero-vad is installed, else windows. A request's
+    `chunking_strategy` (`auto` or a `server_vad` object) overrides it."""
+
+    vad_threshold: float = Field(0.5, gt=0, lt=1)
+    """Speech probability above which a 32 ms frame is speech (VAD segmenter and realtime turn detection)."""
+
+    vad_prefix_padding_ms: int = Field(300, ge=0, le=5000)
+    """Audio kept before detected speech (and after it, for uploads)."""
+
+    vad_silence_duration_ms: int = Field(500, ge=32, le=10_000)
+    """Silence that ends a stretch of speech (a cut for uploads, the end of a turn for realtime sessions)."""
 
     cache_entries: int = Field(256, ge=0)
     """Result cache size (LRU, keyed by sha256 of the audio bytes + decoding options); 0 turns it off."""
@@ -125,6 +140,18 @@ class Settings(BaseSettings):
 
     served_model_name: str | None = None
     """Name reported by /v1/models and accepted in the `model` form field; default: the model directory's name."""
+
+    stream_max_sessions: int = Field(100, ge=0)
+    """Most concurrent realtime WebSocket sessions; one more is closed at once with a `server_busy` error."""
+
+    stream_idle_timeout_s: float = Field(60.0, gt=0)
+    """A realtime session that sends nothing for this long is closed (its open utterance is transcribed first)."""
+
+    stream_max_message_kb: int = Field(1024, ge=1)
+    """Largest WebSocket message a realtime client may send; a larger one closes that session with an error."""
+
+    stream_max_pending: int = Field(4, ge=1)
+    """Finished utterances of one realtime session waiting for text; past this its socket is not read (backpressure)."""
 
     @field_validator("device")
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-STAGES = ("decode", "features", "inference", "postprocess")
+STAGES = ("decode", "vad", "features", "inference", "postprocess")
 _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
 _AUDIO_S_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 240, 480, 960, 1920)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -78,6 +78,26 @@ class Metrics:
         self.gpu_memory_total_bytes = Gauge(
             "asr_gpu_memory_total_bytes", "Total memory of the CUDA device in use.", registry=r
         )
+        self.active_streams = Gauge(
+            "asr_active_streams",
+            "Open streams: realtime WebSocket sessions and stream=true uploads being sent.",
+            ["kind"],
+            registry=r,
+        )
+        self.stream_audio_seconds_total = Counter(
+            "asr_stream_audio_seconds", "Audio seconds received on realtime sessions.", registry=r
+        )
+        self.stream_final_latency_seconds = Histogram(
+            "asr_stream_final_latency_seconds",
+            "Realtime: from the end of an utterance (speech stopped or commit) to its completed text being sent.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.streams_rejected_total = Counter(
+            "asr_streams_rejected", "Realtime sessions refused because stream_max_sessions were open.", registry=r
+        )
+        for kind in ("realtime", "sse"):
+            self.active_streams.labels(kind=kind)
         for stage in STAGES:  # pre-create the label sets so every series exists from the first scrape
             self.stage_duration_seconds.labels(stage=stage)
 

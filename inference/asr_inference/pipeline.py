@@ -1,4 +1,4 @@
-"""One request's path: hash + cache → decode → windows → features → engine → stitch.
+"""One request's path: hash + cache → decode → segments (VAD or windows) → features → engine → stitch.
 
 Blocking work (hashing, decoding, feature extraction) runs on a thread pool so the event loop only schedules.
 Windows of long audio are fed through a semaphore, so a one-hour file holds a few batches' worth of windows in
@@ -18,6 +18,7 @@ from typing import BinaryIO, TypeVar
 import numpy as np
 
 from . import audio as audio_mod
+from . import chunking as chunking_mod
 from .backends import Backend, DecodeOptions, ItemResult, Prepared, Token
 from .cache import LRUCache, cache_key
 from .config import Settings
@@ -26,6 +27,9 @@ from .errors import PayloadTooLarge
 from .formats import Segment, Transcript, Word
 from .metrics import Metrics
 from .segments import Window, plan_windows
+from .vad import SileroVad, plan_speech_segments
+
+SegmentCallback = Callable[[Segment], None]  # called with each segment's text, in order, as soon as it is known
 
 T = TypeVar("T")
 
@@ -66,6 +70,10 @@ class Transcriber:
         self.cache: LRUCache[Transcript] = LRUCache(settings.cache_entries)
         self.ffmpeg = audio_mod.find_ffmpeg()
         self._max_upload_bytes = int(settings.max_upload_mb * 2**20)
+        self.default_chunking = chunking_mod.server_default(settings)
+        if settings.segmenter == "vad" and self.default_chunking.segmenter != "vad":
+            raise RuntimeError("--segmenter vad needs silero-vad installed (pip install silero-vad)")
+        self.vad: SileroVad | None = SileroVad() if chunking_mod.available() else None
 
     async def _in_pool(self, fn: Callable[..., T], *args: object, stage: str | None = None) -> T:
         t0 = time.perf_counter()
@@ -81,20 +89,29 @@ class Transcriber:
         *,
         trusted: bool = False,
         on_queued: Callable[[], None] | None = None,
+        chunking: chunking_mod.Chunking | None = None,
+        on_segment: SegmentCallback | None = None,
     ) -> tuple[Transcript, bool]:
         """Returns the transcript and whether it came from the cache. `trusted` (the warm-up's own audio) skips
-        the upload-size limit and the cache. `on_queued` runs once its first item is queued (or it ends)."""
+        the upload-size limit and the cache. `on_queued` runs once its first item is queued (or it ends).
+        `chunking`: how long audio is cut (default: the server's). `on_segment`: see `transcribe_samples`."""
+        chunking = chunking or self.default_chunking
         use_cache = self.cache.max_entries > 0 and not trusted
         limit = 2**62 if trusted else self._max_upload_bytes
-        key, cached, decoded, prepared = await self._in_pool(self._ingest, upload, options, limit, use_cache)
+        key, cached, decoded, prepared = await self._in_pool(self._ingest, upload, options, limit, use_cache, chunking)
         if cached is not None:
             self.metrics.cache_hits_total.inc()
+            if on_segment is not None:
+                for segment in cached.segments:
+                    on_segment(segment)
             return cached, True
         if use_cache:
             self.metrics.cache_misses_total.inc()
         assert decoded is not None
         try:
-            transcript = await self.transcribe_samples(decoded.samples, options, on_queued, prepared=prepared)
+            transcript = await self.transcribe_samples(
+                decoded.samples, options, on_queued, prepared=prepared, chunking=chunking, on_segment=on_segment
+            )
         finally:
             decoded.close()
         if use_cache:
@@ -102,7 +119,7 @@ class Transcriber:
         return transcript, False
 
     def _ingest(
-        self, upload: BinaryIO, options: DecodeOptions, limit: int, use_cache: bool
+        self, upload: BinaryIO, options: DecodeOptions, limit: int, use_cache: bool, chunking: chunking_mod.Chunking
     ) -> tuple[str, Transcript | None, audio_mod.Audio | None, Prepared | None]:
         """Hash → cache lookup → decode → (audio that needs no splitting) features, in ONE worker-thread hop:
         each hop between the event loop and a thread costs more than hashing a short clip. With the cache off
@@ -110,7 +127,10 @@ class Transcriber:
         check_size(upload, limit)
         key = ""
         if use_cache:
-            key = cache_key(sha256_of(upload), options, self.settings.segment_s, self.settings.segment_overlap_s)
+            key = cache_key(
+                sha256_of(upload), options, self.settings.segment_s, self.settings.segment_overlap_s,
+                chunking.cache_part(),
+            )  # fmt: skip
             if (cached := self.cache.get(key)) is not None:
                 return key, cached, None, None
         stages = self.metrics.stage_duration_seconds
@@ -135,11 +155,15 @@ class Transcriber:
         on_queued: Callable[[], None] | None = None,
         *,
         prepared: Prepared | None = None,
+        chunking: chunking_mod.Chunking | None = None,
+        on_segment: SegmentCallback | None = None,
     ) -> Transcript:
-        """`prepared`: the features of the whole audio, already made (audio that fits one window)."""
+        """`prepared`: the features of the whole audio, already made (audio that fits one window).
+        `on_segment` gets each segment (its text as in the final transcript) in order, as soon as it and every
+        segment before it are done: what `stream=true` sends as deltas."""
         duration = len(samples) / audio_mod.SAMPLE_RATE
-        overlap = self.settings.segment_overlap_s if self.backend.supports_token_times else 0.0
-        windows = plan_windows(duration, self.settings.segment_s, overlap)
+        windows = await self._plan(samples, duration, chunking or self.default_chunking)
+        in_order = _InOrder(windows, on_segment, self._segment) if on_segment is not None else None
         in_flight = asyncio.Semaphore(max(2, self.engine.queue.max_batch_size))
         batch_sizes: list[int] = []
         queue_s: list[float] = []
@@ -160,6 +184,8 @@ class Transcriber:
                 batch_sizes.append(item.batch_size)
                 queue_s.append(item.queue_s)
                 batch_s[item.batch_started] = item.batch_s
+                if in_order is not None:
+                    in_order.done(w, result)
                 return result
 
         results = await asyncio.gather(*(run_window(w) for w in windows))
@@ -170,19 +196,35 @@ class Transcriber:
         self.metrics.stage_duration_seconds.labels(stage="postprocess").observe(time.perf_counter() - t0)
         return transcript
 
+    async def _plan(self, samples: np.ndarray, duration: float, chunking: chunking_mod.Chunking) -> list[Window]:
+        """Segments of the audio: one when it fits `segment_s`; else cut at pauses (VAD) or fixed windows."""
+        segment_s = self.settings.segment_s
+        if duration > segment_s and chunking.segmenter == "vad" and self.vad is not None:
+            probs = await self._in_pool(self.vad.probabilities, samples, stage="vad")
+            return plan_speech_segments(probs, duration, chunking.vad, segment_s)
+        overlap = self.settings.segment_overlap_s if self.backend.supports_token_times else 0.0
+        return plan_windows(duration, segment_s, overlap)
+
+    def _segment(self, w: Window, r: ItemResult, single: bool) -> tuple[Segment, list[Token] | None]:
+        """One window's segment and the tokens it keeps (in the original timeline)."""
+        if r.tokens is None:
+            return Segment(w.index, w.own_start_s, w.own_end_s, r.text, r.emotion, r.event), None
+        shifted = [Token(t.text, t.start_s + w.start_s, t.end_s + w.start_s) for t in r.tokens]
+        kept = [t for t in shifted if w.own_start_s <= t.start_s < w.own_end_s or single]
+        text = r.text if single else self.backend.detokenize([t.text for t in kept])
+        return Segment(w.index, w.own_start_s, w.own_end_s, text, r.emotion, r.event), kept
+
     def _stitch(self, windows: Sequence[Window], results: Sequence[ItemResult], duration: float) -> Transcript:
         segments: list[Segment] = []
         kept_all: list[Token] = []
         have_tokens = all(r.tokens is not None for r in results)
         for w, r in zip(windows, results, strict=True):
-            if have_tokens and r.tokens is not None:
-                shifted = [Token(t.text, t.start_s + w.start_s, t.end_s + w.start_s) for t in r.tokens]
-                kept = [t for t in shifted if w.own_start_s <= t.start_s < w.own_end_s or len(windows) == 1]
+            segment, kept = self._segment(w, r, len(windows) == 1)
+            if have_tokens and kept is not None:
                 kept_all.extend(kept)
-                text = self.backend.detokenize([t.text for t in kept]) if len(windows) > 1 else r.text
             else:
-                text = r.text
-            segments.append(Segment(w.index, w.own_start_s, w.own_end_s, text, r.emotion, r.event))
+                segment.text = r.text
+            segments.append(segment)
         if have_tokens and len(windows) > 1:
             full_text = self.backend.detokenize([t.text for t in kept_all])
         else:
@@ -219,3 +261,27 @@ def group_words(tokens: Sequence[Token]) -> list[Word]:
         else:
             words[-1] = Word(words[-1].word + clean, words[-1].start, tok.end_s)
     return words
+
+
+class _InOrder:
+    """Hands finished segments to a callback in timeline order (a later window may finish first)."""
+
+    def __init__(
+        self,
+        windows: Sequence[Window],
+        callback: SegmentCallback,
+        make: Callable[[Window, ItemResult, bool], tuple[Segment, list[Token] | None]],
+    ) -> None:
+        self._single = len(windows) == 1
+        self._callback = callback
+        self._make = make
+        self._ready: dict[int, tuple[Window, ItemResult]] = {}
+        self._next = 0
+
+    def done(self, w: Window, result: ItemResult) -> None:
+        self._ready[w.index] = (w, result)
+        while self._next in self._ready:
+            window, res = self._ready.pop(self._next)
+            segment, _ = self._make(window, res, self._single)
+            self._callback(segment)
+            self._next += 1

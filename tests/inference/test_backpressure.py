@@ -51,7 +51,8 @@ async def test_request_timeout_is_504_and_drops_its_queued_items(
 ) -> None:
     """The inference thread is held busy (deterministically, no race with the clock): the request's items wait in
     the queue past the timeout → 504; once the device is free the batcher skips the abandoned items."""
-    settings = {"max_batch_size": 1, "request_timeout_s": 0.5, "segment_s": 2, "segment_overlap_s": 0}
+    settings = {"max_batch_size": 1, "request_timeout_s": 0.5, "segment_s": 2, "segment_overlap_s": 0,
+                "segmenter": "windows"}  # fmt: skip
     async with serve(model=str(sensevoice_dir), **settings) as (app, client):
         engine = app.state.asr.engine
         before = metric(await metric_samples(client), "asr_batch_size_count")
@@ -85,7 +86,9 @@ async def test_disconnected_client_frees_its_slot(sensevoice_dir: Path, speech_f
         + long_audio
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    async with serve(model=str(sensevoice_dir), max_batch_size=1, segment_s=1, segment_overlap_s=0) as (app, client):
+    async with serve(
+        model=str(sensevoice_dir), max_batch_size=1, segment_s=1, segment_overlap_s=0, segmenter="windows"
+    ) as (app, client):
         engine = app.state.asr.engine
         sent: list[dict[str, Any]] = []
         disconnect = asyncio.Event()

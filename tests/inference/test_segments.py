@@ -51,7 +51,9 @@ async def test_split_audio_is_stitched_with_segment_timestamps(
     samples, rate = _speech_with_pauses(speech_files)
     buf = io.BytesIO()
     sf.write(buf, samples, rate, format="WAV")
-    async with serve(model=str(sensevoice_dir), segment_s=4, segment_overlap_s=1.0, max_batch_size=8) as (_, client):
+    async with serve(
+        model=str(sensevoice_dir), segment_s=4, segment_overlap_s=1.0, max_batch_size=8, segmenter="windows"
+    ) as (_, client):
         r = await transcribe(
             client, buf.getvalue(), response_format="verbose_json", **{"timestamp_granularities[]": "word"}
         )
@@ -83,7 +85,9 @@ async def test_one_hour_upload_stays_within_a_few_batches_of_memory(sensevoice_d
     hour = tmp_path / "hour.wav"
     _write_noise_wav(hour, 60)
     max_batch_size = 4
-    async with serve(model=str(sensevoice_dir), segment_s=60, max_batch_size=max_batch_size, max_audio_s=4000) as (
+    async with serve(
+        model=str(sensevoice_dir), segment_s=60, max_batch_size=max_batch_size, max_audio_s=4000, segmenter="windows"
+    ) as (
         app,
         _,
     ):

@@ -1,0 +1,157 @@
+"""`/v1/realtime?intent=transcription` over a real socket (uvicorn in this process), driven by `websockets`."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import long_speech
+import numpy as np
+import pytest
+import soxr
+import uvicorn
+import websockets
+from asr_inference.app import create_app
+from asr_inference.config import Settings
+from serving import metric, metric_samples, transcribe
+
+pytest.importorskip("silero_vad")
+CHUNK_S = 0.1
+
+
+@asynccontextmanager
+async def live_server(**settings: Any) -> AsyncIterator[tuple[Any, str]]:
+    """The demo-model app under uvicorn on a free loopback port; yields (app, ws base url) once warm."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = create_app(Settings(model=None, device="cpu", ncpu=1, **settings))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, ws_max_size=1 << 24))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(180):
+            while not app.state.asr.ready.is_set():
+                assert app.state.asr.load_error is None, app.state.asr.load_error
+                await asyncio.sleep(0.05)
+        yield app, f"ws://127.0.0.1:{port}/v1/realtime?intent=transcription"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def pcm16_b64(samples: np.ndarray) -> str:
+    return base64.b64encode((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes()).decode()
+
+
+async def stream_file(url: str, samples: np.ndarray, rate: int, speedup: float = 10.0, **session: Any) -> list[dict]:
+    """Send `samples` (at `rate`) in 100 ms appends at `speedup`× real time; return every server event until each
+    committed item has its completed text."""
+    events: list[dict] = []
+    async with websockets.connect(url, max_size=1 << 24) as ws:
+        update = {"type": "session.update", "session": {"type": "transcription",
+                  "audio": {"input": {"format": {"type": "audio/pcm", "rate": rate}, **session}}}}  # fmt: skip
+        await ws.send(json.dumps(update))
+        step = int(rate * CHUNK_S)
+
+        async def reader() -> None:
+            async for raw in ws:
+                events.append(json.loads(raw))
+
+        reading = asyncio.create_task(reader())
+        for a in range(0, len(samples), step):
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16_b64(samples[a : a + step])}))
+            await asyncio.sleep(CHUNK_S / speedup)
+        if session.get("turn_detection", "server_vad") is None:
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        async with asyncio.timeout(120):
+            while True:
+                await asyncio.sleep(0.05)
+                committed = [e for e in events if e["type"] == "input_audio_buffer.committed"]
+                done = [e for e in events if e["type"].endswith("input_audio_transcription.completed")]
+                if committed and len(done) == len(committed):
+                    break
+        reading.cancel()
+    return events
+
+
+async def test_stream_at_10x_gets_turns_and_the_upload_transcript() -> None:
+    audio = long_speech.build(clips=5)
+    audio24 = soxr.resample(audio.samples, 16000, 24000).astype(np.float32)
+    async with live_server(segment_s=30, cache_entries=0) as (app, url):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            upload = (await transcribe(client, audio.wav())).json()["text"]
+            events = await stream_file(url, audio24, 24000)
+            samples = await metric_samples(client)
+    kinds = [e["type"] for e in events]
+    assert kinds[0] == "transcription_session.created" and "session.updated" in kinds
+    assert "error" not in kinds, [e for e in events if e["type"] == "error"]
+    started = [e for e in events if e["type"] == "input_audio_buffer.speech_started"]
+    stopped = [e for e in events if e["type"] == "input_audio_buffer.speech_stopped"]
+    done = [e for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    assert len(started) == len(stopped) == len(done) >= 3
+    assert [e["item_id"] for e in started] == [e["item_id"] for e in done]  # text comes in turn order
+    for s, e in zip(started, stopped, strict=True):
+        assert s["audio_start_ms"] < e["audio_end_ms"]
+    streamed = " ".join(e["transcript"] for e in done)
+    assert long_speech.wer(upload, streamed) <= 0.10, (upload, streamed)
+    assert metric(samples, "asr_stream_final_latency_seconds_count") == len(done)
+    assert metric(samples, "asr_stream_audio_seconds_total") == pytest.approx(audio.duration_s, abs=0.2)
+
+
+async def test_many_sessions_share_batches_and_a_bad_session_is_closed_alone() -> None:
+    sessions = 50
+    clip = long_speech.build(clips=1, gap_s=(0.2, 0.3)).samples
+    async with live_server(max_batch_size=16, max_wait_ms=50, stream_max_sessions=sessions + 2,
+                           stream_max_message_kb=64) as (app, url):  # fmt: skip
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            before = await metric_samples(client)
+
+            async def bad(payload: str) -> tuple[int | None, list[dict]]:
+                got = []
+                async with websockets.connect(url, max_size=1 << 24) as ws:
+                    await ws.send(payload)
+                    with pytest.raises(websockets.ConnectionClosed):
+                        async with asyncio.timeout(30):
+                            async for raw in ws:
+                                got.append(json.loads(raw))
+                    return ws.close_code, got
+
+            results = await asyncio.gather(
+                *(stream_file(url, clip, 16000, speedup=1000, turn_detection=None) for _ in range(sessions)),
+                bad("{not json"),
+                bad(json.dumps({"type": "input_audio_buffer.append", "audio": "A" * 70_000})),
+            )
+            after = await metric_samples(client)
+    finals = [[e for e in r if e["type"].endswith("transcription.completed")] for r in results[:sessions]]
+    assert all(len(f) == 1 and f[0]["transcript"] == finals[0][0]["transcript"] != "" for f in finals)
+    batches = metric(after, "asr_batch_size_count") - metric(before, "asr_batch_size_count")
+    items = metric(after, "asr_batch_size_sum") - metric(before, "asr_batch_size_sum")
+    assert items == sessions and items / batches > 1  # utterances of different sessions ran in shared batches
+    (garbage_code, garbage), (big_code, big) = results[sessions], results[sessions + 1]
+    assert garbage_code == 1007 and garbage[-1]["type"] == "error" and garbage[-1]["error"]["code"] == "invalid_json"
+    assert big_code == 1009 and big[-1]["error"]["code"] == "message_too_large"
+
+
+async def test_limits_and_api_key() -> None:
+    async with live_server(stream_max_sessions=1, api_key="sekret") as (_, url):
+        with pytest.raises(websockets.ConnectionClosed):
+            async with websockets.connect(url) as ws:
+                first = json.loads(await ws.recv())
+                await ws.recv()
+        assert first["type"] == "error" and first["error"]["code"] == "invalid_api_key" and ws.close_code == 1008
+        auth = {"Authorization": "Bearer sekret"}
+        async with websockets.connect(url, additional_headers=auth) as one:
+            assert json.loads(await one.recv())["type"] == "transcription_session.created"
+            async with websockets.connect(url, subprotocols=["realtime", "openai-insecure-api-key.sekret"]) as two:
+                busy = json.loads(await two.recv())
+                with pytest.raises(websockets.ConnectionClosed):
+                    await two.recv()
+            assert busy["error"]["code"] == "server_busy" and two.close_code == 1013

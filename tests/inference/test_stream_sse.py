@@ -1,0 +1,67 @@
+"""`stream=true` on /v1/audio/transcriptions, read by the official `openai` client (its SSE parser)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import long_speech
+import openai
+import pytest
+from serving import serve, transcribe
+
+
+def _client(app: Any) -> openai.AsyncOpenAI:
+    http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver/v1", timeout=120)
+    return openai.AsyncOpenAI(api_key="unused", base_url="http://testserver/v1", http_client=http, max_retries=0)
+
+
+async def test_openai_client_iterates_deltas_in_order_then_done() -> None:
+    audio = long_speech.build(clips=6)
+    async with serve(model=None, device="cpu", ncpu=1, segment_s=6, cache_entries=0) as (app, client):
+        plain = (await transcribe(client, audio.wav(), response_format="verbose_json")).json()
+        events = []
+        stream = await _client(app).audio.transcriptions.create(
+            model=app.state.asr.model_name, file=("long.wav", audio.wav()), stream=True
+        )
+        async for event in stream:
+            events.append(event)
+    types = [e.type for e in events]
+    assert types[-1] == "transcript.text.done" and set(types[:-1]) == {"transcript.text.delta"}
+    deltas = [e.delta for e in events[:-1]]
+    # one delta per non-empty segment, in timeline order, adding up to the final text = the non-streamed text
+    assert deltas == [(" " if k else "") + s["text"] for k, s in enumerate(s for s in plain["segments"] if s["text"])]
+    assert len(deltas) > 1
+    assert "".join(deltas) == events[-1].text == plain["text"]
+    assert events[-1].usage is not None and events[-1].usage.seconds >= int(audio.duration_s)
+
+
+async def test_failure_mid_stream_ends_with_an_error_event() -> None:
+    """The model fails on every item after the stream started: the client gets an `error` event (raised by the
+    openai client as APIError) and the stream ends."""
+    audio = long_speech.build(clips=4)
+    async with serve(model=None, device="cpu", ncpu=1, segment_s=5, cache_entries=0) as (app, client):
+        backend = app.state.asr.backend
+
+        def broken(*_: Any, **__: Any) -> Any:
+            raise RuntimeError("device lost")
+
+        backend.transcribe_batch = broken
+        raw = await client.post(
+            "/v1/audio/transcriptions", files={"file": ("a.wav", audio.wav())}, data={"stream": "true"}
+        )
+        with pytest.raises(openai.APIError, match="model failed"):
+            stream = await _client(app).audio.transcriptions.create(
+                model=app.state.asr.model_name, file=("a.wav", audio.wav()), stream=True
+            )
+            async for _ in stream:
+                pass
+    assert raw.status_code == 200 and raw.headers["content-type"].startswith("text/event-stream")
+    last = raw.text.strip().split("\n\n")[-1]
+    body = json.loads(last.removeprefix("data: "))
+    assert (
+        body["type"] == "error"
+        and body["error"]["type"] == "server_error"
+        and "device lost" in body["error"]["message"]
+    )

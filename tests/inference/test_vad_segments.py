@@ -1,0 +1,69 @@
+"""The VAD segmenter (silero-vad) on the demo model: long uploads are cut at pauses, never inside speech."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import long_speech
+import numpy as np
+import pytest
+from asr_inference.vad import FRAME_S, VadParams, plan_speech_segments
+from serving import serve, transcribe
+
+pytest.importorskip("silero_vad")
+
+
+def test_plan_caps_length_and_merges_tiny_bursts() -> None:
+    """Synthetic probabilities: a 20 s run of speech is cut (at its quietest frame) into pieces of at most
+    `max_segment_s`; a 0.2 s burst next to a longer region joins it."""
+    probs = np.zeros(int(40 / FRAME_S), np.float32)
+    probs[int(1 / FRAME_S) : int(21 / FRAME_S)] = 0.9
+    probs[int(11 / FRAME_S)] = 0.6  # the quietest point inside the long run
+    probs[int(23 / FRAME_S) : int(23.2 / FRAME_S)] = 0.9
+    probs[int(25 / FRAME_S) : int(27 / FRAME_S)] = 0.9
+    windows = plan_speech_segments(probs, 40.0, VadParams(min_speech_ms=100), max_segment_s=12)
+    assert all(w.end_s - w.start_s <= 12 + 1e-6 for w in windows)
+    assert all(a.end_s <= b.start_s + 1e-9 for a, b in itertools.pairwise(windows))
+    spans = [(round(w.start_s, 1), round(w.end_s, 1)) for w in windows]
+    assert len(spans) == 3, spans  # [1, 11) [11, 21) and the burst merged with [25, 27)
+    assert spans[0][1] == pytest.approx(11, abs=0.1)
+    assert spans[2][0] < 23 and spans[2][1] > 27 - 0.1
+
+
+async def test_long_upload_is_cut_at_pauses_with_original_timestamps() -> None:
+    audio = long_speech.build(clips=8)
+    async with serve(model=None, device="cpu", ncpu=1, segment_s=8, cache_entries=0) as (_, client):
+        r = await transcribe(client, audio.wav(), response_format="verbose_json")
+        slow_turns = json.dumps({"type": "server_vad", "silence_duration_ms": 3000})
+        windows = await transcribe(client, audio.wav(), response_format="verbose_json", chunking_strategy=slow_turns)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    segments = body["segments"]
+    # every clip lies whole inside one segment: cuts fall in pauses only (fixed 8 s windows would cut clips);
+    # a clip with under 1 s of speech may share its segment with a neighbour (tiny segments are merged)
+    for start, end in audio.spans:
+        holders = [
+            s for s in segments if s["start"] <= start + 0.6 and s["end"] >= end - 0.6
+        ]  # clips have silence in them
+        assert len(holders) == 1, (start, end, [(s["start"], s["end"]) for s in segments])
+    assert len(audio.spans) - 2 <= len(segments) <= len(audio.spans)
+    assert all(s["end"] - s["start"] <= 8 for s in segments)
+    assert segments[-1]["end"] <= body["duration"]
+    assert long_speech.wer(" ".join(audio.texts), body["text"]) <= 0.10
+    # server_vad's silence_duration_ms is honoured: pauses shorter than 3 s no longer end speech, so the
+    # segments are the 8 s cap's pieces of longer runs, not one per clip
+    assert windows.status_code == 200
+    assert len(windows.json()["segments"]) < len(segments)
+
+
+async def test_chunking_strategy_is_validated() -> None:
+    async with serve(model=None, device="cpu", ncpu=1) as (_, client):
+        bad = await transcribe(client, long_speech.build(clips=1).wav(), chunking_strategy='{"type": "magic"}')
+        knob = await transcribe(
+            client, long_speech.build(clips=1).wav(), chunking_strategy='{"type": "server_vad", "threshold": 3}'
+        )
+        auto = await transcribe(client, long_speech.build(clips=1).wav(), chunking_strategy="auto")
+    assert bad.status_code == 400 and "server_vad" in bad.json()["error"]["message"]
+    assert knob.status_code == 400 and "threshold" in knob.json()["error"]["message"]
+    assert auto.status_code == 200
