@@ -1,0 +1,57 @@
+"""`reconcile` against an in-memory API (FakeKube): drift detection as a real API server answers, and the order
+of writes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asr_operator.reconcile import reconcile, repair_child
+from fakekube import FakeKube
+
+NS = "speech"
+GPU_SPEC: dict[str, Any] = {
+    "model": {"source": "iic/SenseVoiceSmall"},
+    "device": "cuda",
+    "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"}, "limits": {"memory": "8Gi"}, "shmSize": "1024Mi"},
+    "autoscaling": {"enabled": True, "engine": "hpa", "targetQueueDepth": 1000},
+}
+
+
+def asr_body(spec: dict[str, Any], name: str = "gpu") -> dict[str, Any]:
+    return {
+        "apiVersion": "asr-platform.io/v1alpha1",
+        "kind": "ASRDeployment",
+        "metadata": {"name": name, "namespace": NS, "uid": f"uid-{name}", "generation": 1},
+        "spec": spec,
+    }
+
+
+def test_canonicalised_quantities_are_not_drift() -> None:
+    """The server returns 1 → "1", "0.5" → "500m", "1024Mi" → "1Gi", 1000 → "1k": a second reconcile and a
+    child watch event then find nothing to patch (no repair counted)."""
+    kube = FakeKube()
+    body = asr_body(GPU_SPEC)
+    reconcile(kube, body, "img:1")
+    created = kube.writes()
+    assert ("create", "Deployment", "gpu") in created and ("create", "HorizontalPodAutoscaler", "gpu") in created
+    kube.calls.clear()
+    reconcile(kube, body, "img:1")
+    assert kube.writes() == []
+    kube.objects["ASRDeployment", NS, "gpu"] = body
+    for kind in ("Deployment", "HorizontalPodAutoscaler"):
+        live = kube.objects[kind, NS, "gpu"]
+        result = repair_child(kube, live, False, "img:1")
+        assert result is not None and result[-1] == "unchanged", kind
+    assert kube.writes() == []
+
+
+def test_builders_write_the_canonical_form() -> None:
+    kube = FakeKube(canonicalise=False)
+    reconcile(kube, asr_body(GPU_SPEC), "img:1")
+    pod = kube.objects["Deployment", NS, "gpu"]["spec"]["template"]["spec"]
+    resources = pod["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "500m", "memory": "1Gi"}
+    assert resources["limits"]["nvidia.com/gpu"] == "1"
+    assert {v["name"]: v["emptyDir"]["sizeLimit"] for v in pod["volumes"] if "emptyDir" in v}["dshm"] == "1Gi"
+    hpa = kube.objects["HorizontalPodAutoscaler", NS, "gpu"]
+    assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "1k"
