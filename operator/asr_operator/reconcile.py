@@ -157,14 +157,16 @@ def reconcile(kube: Kube, body: Mapping[str, Any], default_image: str) -> tuple[
     asr = asr_from_body(body, default_image)
     owner = plain(body)
     present, absent = desired_children(asr)
+    # Unwanted children go first: KEDA's admission webhook refuses a ScaledObject for a Deployment that an HPA
+    # still targets, so on an hpa → keda switch the old HPA must be gone before the ScaledObject is created.
+    uid = (owner.get("metadata") or {}).get("uid")
+    for kind_name, name in absent:
+        delete_child(kube, kind_name, asr.namespace, name, uid)
     deployment: dict[str, Any] | None = None
     for obj in present:
         result, _ = apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled)
         if obj["kind"] == "Deployment":
             deployment = result
-    uid = (owner.get("metadata") or {}).get("uid")
-    for kind_name, name in absent:
-        delete_child(kube, kind_name, asr.namespace, name, uid)
     return asr, deployment
 
 

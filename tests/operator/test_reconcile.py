@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from asr_operator.kube import Kind
 from asr_operator.reconcile import reconcile, repair_child
 from fakekube import FakeKube
+from kubernetes.client.exceptions import ApiException
 
 NS = "speech"
 GPU_SPEC: dict[str, Any] = {
@@ -55,3 +57,29 @@ def test_builders_write_the_canonical_form() -> None:
     assert {v["name"]: v["emptyDir"]["sizeLimit"] for v in pod["volumes"] if "emptyDir" in v}["dshm"] == "1Gi"
     hpa = kube.objects["HorizontalPodAutoscaler", NS, "gpu"]
     assert hpa["spec"]["metrics"][0]["pods"]["target"]["averageValue"] == "1k"
+
+
+class KedaWebhookKube(FakeKube):
+    """KEDA's admission webhook: a ScaledObject for a Deployment another HPA already targets is refused (403)."""
+
+    def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        target = body.get("spec", {}).get("scaleTargetRef", {}).get("name")
+        if kind.kind == "ScaledObject" and ("HorizontalPodAutoscaler", namespace, target) in self.objects:
+            self.calls.append(("refused", kind.kind, body["metadata"]["name"]))
+            raise ApiException(status=403, reason="admission webhook vscaledobject.kb.io denied the request")
+        return super().create(kind, namespace, body)
+
+
+def test_switching_hpa_to_keda_deletes_the_hpa_before_creating_the_scaledobject() -> None:
+    kube = KedaWebhookKube()
+    hpa = {"enabled": True, "engine": "hpa"}
+    keda = {"enabled": True, "engine": "keda", "prometheus": {"serverAddress": "http://prom:9090"}}
+    spec = {"model": {"source": "builtin:demo"}, "device": "cpu", "autoscaling": hpa}
+    reconcile(kube, asr_body(spec), "img:1")
+    assert ("HorizontalPodAutoscaler", NS, "gpu") in kube.objects
+    kube.calls.clear()
+    reconcile(kube, asr_body({**spec, "autoscaling": keda}), "img:1")
+    writes = kube.writes()
+    assert ("HorizontalPodAutoscaler", NS, "gpu") not in kube.objects
+    assert ("ScaledObject", NS, "gpu") in kube.objects
+    assert writes.index(("delete", "HorizontalPodAutoscaler", "gpu")) < writes.index(("create", "ScaledObject", "gpu"))
