@@ -43,7 +43,7 @@ def test_canonicalised_quantities_are_not_drift() -> None:
     for kind in ("Deployment", "HorizontalPodAutoscaler"):
         live = kube.objects[kind, NS, "gpu"]
         result = repair_child(kube, live, False, "img:1")
-        assert result is not None and result[-1] == "unchanged", kind
+        assert result is not None and result[1] == "unchanged", kind
     assert kube.writes() == []
 
 
@@ -83,3 +83,21 @@ def test_switching_hpa_to_keda_deletes_the_hpa_before_creating_the_scaledobject(
     assert ("HorizontalPodAutoscaler", NS, "gpu") not in kube.objects
     assert ("ScaledObject", NS, "gpu") in kube.objects
     assert writes.index(("delete", "HorizontalPodAutoscaler", "gpu")) < writes.index(("create", "ScaledObject", "gpu"))
+
+
+def test_resync_stops_once_its_cr_is_gone_or_replaced() -> None:
+    """Without a finalizer kopf does not stop the resync daemon of a deleted CR: it must stop itself."""
+    from types import SimpleNamespace
+
+    from asr_operator.handlers import resync_once
+    from asr_operator.settings import OperatorSettings
+
+    kube = FakeKube()
+    memo: Any = SimpleNamespace(kube=kube)
+    body = asr_body({"model": {"source": "builtin:demo"}, "device": "cpu"}, name="demo")
+    kube.objects["ASRDeployment", NS, "demo"] = body
+    assert resync_once(memo, OperatorSettings(), NS, "demo", "uid-demo") is True
+    assert ("Deployment", NS, "demo") in kube.objects  # it reconciled
+    assert resync_once(memo, OperatorSettings(), NS, "demo", "uid-of-an-older-demo") is False
+    del kube.objects["ASRDeployment", NS, "demo"]
+    assert resync_once(memo, OperatorSettings(), NS, "demo", "uid-demo") is False
