@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .quantity import canonical_quantity as q
 from .settings import DEFAULT_INFERENCE_IMAGE
 from .spec import ASRDeploymentSpec, parse_quantity
 
@@ -183,9 +184,9 @@ def _cache_volume(asr: ASR) -> dict[str, Any]:
         return {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.pvc_name}}
     if cache is not None and cache.host_path:
         return {"name": "model-cache", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
-    empty: dict[str, Any] = {"sizeLimit": DEFAULT_CACHE_SIZE}
+    empty: dict[str, Any] = {"sizeLimit": q(DEFAULT_CACHE_SIZE)}
     if cache is not None and cache.empty_dir is not None:
-        empty = {"sizeLimit": cache.empty_dir.size_limit}
+        empty = {"sizeLimit": q(cache.empty_dir.size_limit)}
         if cache.empty_dir.medium:
             empty["medium"] = cache.empty_dir.medium
     return {"name": "model-cache", "emptyDir": empty}
@@ -193,14 +194,14 @@ def _cache_volume(asr: ASR) -> dict[str, Any]:
 
 def _resources(asr: ASR) -> dict[str, Any]:
     r = asr.spec.resources
-    requests: dict[str, Any] = {"cpu": r.requests.cpu, "memory": r.requests.memory}
+    requests: dict[str, Any] = {"cpu": q(r.requests.cpu), "memory": q(r.requests.memory)}
     limits: dict[str, Any] = {}
     if r.limits.cpu:
-        limits["cpu"] = r.limits.cpu
+        limits["cpu"] = q(r.limits.cpu)
     if r.limits.memory:
-        limits["memory"] = r.limits.memory
+        limits["memory"] = q(r.limits.memory)
     if asr.spec.gpus:
-        limits[r.gpu_resource_name] = asr.spec.gpus
+        limits[r.gpu_resource_name] = q(asr.spec.gpus)
     out: dict[str, Any] = {"requests": requests}
     if limits:
         out["limits"] = limits
@@ -286,8 +287,8 @@ def build_deployment(asr: ASR, configmap: dict[str, Any] | None = None) -> dict[
         },
         "volumes": [
             _cache_volume(asr),
-            {"name": "logs", "emptyDir": {"sizeLimit": f"{log_volume_size_mi(s)}Mi"}},
-            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": s.resources.shm_size}},
+            {"name": "logs", "emptyDir": {"sizeLimit": q(f"{log_volume_size_mi(s)}Mi")}},
+            {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": q(s.resources.shm_size)}},
             {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
         ],
     }
@@ -438,7 +439,7 @@ def build_hpa(asr: ASR) -> dict[str, Any]:
                     "type": "Pods",
                     "pods": {
                         "metric": {"name": QUEUE_METRIC},
-                        "target": {"type": "AverageValue", "averageValue": str(a.target_queue_depth)},
+                        "target": {"type": "AverageValue", "averageValue": q(a.target_queue_depth)},
                     },
                 }
             ],

@@ -1,11 +1,16 @@
-"""kopf handlers of asr-operator, thin wrappers around `reconcile`.
+"""kopf handlers of asr-operator: wiring only; the work is in `reconcile`.
 
 Run with `asr-operator` or `kopf run -m asr_operator.handlers`.
 
 - create / update / resume of an ASRDeployment → reconcile every child, write the status.
-- a timer (ASR_OPERATOR_RESYNC_INTERVAL_S, default 60 s) → the same, as a backstop against missed events.
-- events of owned children (label app.kubernetes.io/managed-by=asr-operator) → a child edited or deleted by
-  hand is patched back or recreated at once; events of the Deployment also refresh the owner's status.
+- a resync daemon per ASRDeployment (every ASR_OPERATOR_RESYNC_INTERVAL_S, default 60 s) → the same, as a
+  backstop against missed events; it exits by itself once its ASRDeployment is gone.
+- events of owned children (label app.kubernetes.io/managed-by=asr-operator, selected server-side) → a child
+  edited or deleted by hand is patched back or recreated at once; Deployment events also refresh the status.
+
+No finalizer: children are garbage-collected through their ownerReferences, and nothing has to happen before
+an ASRDeployment goes (a finalizer would leave it Terminating whenever the operator is down, e.g. during
+`helm uninstall`, which deletes custom resources after the operator).
 
 Replicas and autoscaling: with `spec.autoscaling.enabled` false the operator keeps the Deployment at
 `spec.replicas` (the target of the CR's scale subresource). With it true the KEDA ScaledObject or HPA owns
@@ -19,23 +24,26 @@ last), except a manifest the API server rejects as invalid (400/422): permanent 
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import kopf
 
-from .builders import ASR, MANAGED_BY
+from .builders import LABEL_MANAGED_BY, MANAGED_BY
 from .kube import KINDS, Kube
-from .metrics import CHILD_REPAIRS_TOTAL, RECONCILE_DURATION, RECONCILE_TOTAL
-from .reconcile import ChildApiError, reconcile, repair_child, write_status
+from .metrics import RECONCILE_DURATION, RECONCILE_TOTAL
+from .reconcile import ChildApiError, handle_child_event, reconcile, write_status
 from .settings import OperatorSettings
-from .spec import GROUP, PLURAL, VERSION, InvalidSpec
+from .spec import GROUP, KIND, PLURAL, VERSION, InvalidSpec
 from .status import Outcome
 
-CHILD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+CHILD_LABELS = {LABEL_MANAGED_BY: MANAGED_BY}
+CHILD_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 CHILD_KINDS = (
     "ConfigMap",
     "Deployment",
@@ -45,6 +53,7 @@ CHILD_KINDS = (
     "HorizontalPodAutoscaler",
     "ServiceMonitor",
 )
+RESYNC_ID = "resync"
 
 
 @contextmanager
@@ -67,10 +76,10 @@ def _kube(memo: kopf.Memo) -> Kube:
 
 def run_reconcile(
     *,
-    body: kopf.Body,
+    body: Mapping[str, Any],
     memo: kopf.Memo,
     settings: OperatorSettings,
-    logger: kopf.Logger,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
     post_events: bool,
 ) -> None:
     """Reconcile, then write the status. Raises kopf's Permanent/TemporaryError."""
@@ -79,26 +88,28 @@ def run_reconcile(
     name, namespace = str(meta.get("name")), str(meta.get("namespace"))
     kube = _kube(memo)
 
-    def write(outcome: Outcome, asr: ASR | None = None) -> None:
+    def write(outcome: Outcome, asr: Any = None) -> None:
         try:
             write_status(kube, namespace, name, outcome=outcome, generation=generation, asr=asr)
         except ChildApiError as e:
             raise kopf.TemporaryError(f"cannot write the status: {e}", delay=e.retry_delay) from None
 
+    def warn(reason: str, message: str) -> None:
+        if post_events:
+            kopf.warn(body, reason=reason, message=message)  # type: ignore[arg-type]
+
     with _measured() as result:
         try:
-            asr, _ = reconcile(kube, body, settings.inference_image)
+            asr = reconcile(kube, body, settings.inference_image)
         except InvalidSpec as e:
             result["result"] = "invalid_spec"
             write(Outcome(False, "InvalidSpec", str(e)))
-            if post_events:
-                kopf.warn(body, reason="InvalidSpec", message=str(e))
+            warn("InvalidSpec", str(e))
             raise kopf.PermanentError(f"invalid spec: {e}") from None
         except ChildApiError as e:
             result["result"] = "error" if e.permanent else "retry"
             write(Outcome(False, e.reason, str(e)))
-            if post_events:
-                kopf.warn(body, reason=e.reason, message=str(e))
+            warn(e.reason, str(e))
             if e.permanent:
                 raise kopf.PermanentError(str(e)) from None
             raise kopf.TemporaryError(str(e), delay=e.retry_delay) from None
@@ -107,132 +118,82 @@ def run_reconcile(
         logger.debug("reconciled %s/%s", namespace, name)
 
 
+def resync_once(memo: kopf.Memo, config: OperatorSettings, namespace: str, name: str, uid: str | None) -> bool:
+    """One drift-repair pass on a fresh read of the CR; False once the CR (this uid) is gone or going."""
+    logger = logging.getLogger(__name__)
+    fresh = _kube(memo).get(KINDS[KIND], namespace, name)
+    meta = (fresh or {}).get("metadata") or {}
+    if fresh is None or meta.get("uid") != uid or meta.get("deletionTimestamp"):
+        return False
+    try:  # errors were reported by the change handlers (status, events): no events here
+        run_reconcile(body=fresh, memo=memo, settings=config, logger=logger, post_events=False)
+    except (kopf.PermanentError, kopf.TemporaryError) as e:
+        logger.debug("resync of %s/%s: %s", namespace, name, e)
+    return True
+
+
+def _without_finalizer(registry: kopf.OperatorRegistry, handler_id: str) -> None:
+    """kopf gives every daemon `requires_finalizer=True` (to stop it before the object goes) and offers no
+    option; ours stops itself when its CR is gone, so it must not hold the CR in Terminating."""
+    spawning = registry._spawning
+    spawning._handlers = [
+        dataclasses.replace(h, requires_finalizer=False) if h.id == handler_id else h for h in spawning._handlers
+    ]
+
+
 def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     """Register every handler on `registry` (a fresh registry per test; the default one for `kopf run`)."""
 
     @kopf.on.startup(registry=registry)
     def on_startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+        # Our own finalizer name, so that kopf finds and removes the one older versions added.
         settings.persistence.finalizer = f"{GROUP}/finalizer"
+        # Handler progress and the last-handled spec in our annotations, not in kopf's default names.
         settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
+        # Kubernetes events only for warnings and errors (kopf posts one per handler run otherwise).
         settings.posting.level = logging.WARNING
+        # Reconnect watches every 5 min: a silently dropped connection cannot hide events for long.
         settings.watching.server_timeout = 300
+        # Sync handlers run in this many threads: enough for several CRs at once, bounded for 512 Mi.
         settings.execution.max_workers = 8
+        # Only our children stream into the operator: filtered by the API server, not client-side.
+        for kind_name in CHILD_KINDS:
+            kind = KINDS[kind_name]
+            settings.watching.label_selectors[kind.group, kind.version, kind.plural] = CHILD_SELECTOR
         if getattr(memo, "kube", None) is None:
             memo.kube = Kube.from_environment()
 
-    def _reconcile(
-        body: kopf.Body,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        post_events: bool = True,
-    ) -> None:
-        run_reconcile(
-            body=body,
-            memo=memo,
-            settings=config,
-            logger=logger,
-            post_events=post_events,
-        )
-
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="create")
-    def on_create(
-        spec: kopf.Spec,
-        name: str,
-        namespace: str | None,
-        body: kopf.Body,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        **_: Any,
-    ) -> None:
-        """A new ASRDeployment: create every child."""
-        _reconcile(body, memo, logger)
-
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="update")
-    def on_update(
-        spec: kopf.Spec,
-        name: str,
-        namespace: str | None,
-        body: kopf.Body,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        **_: Any,
-    ) -> None:
-        """A spec (or label/annotation) change: patch the children in place."""
-        _reconcile(body, memo, logger)
-
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="resume")
-    def on_resume(
-        spec: kopf.Spec,
-        name: str,
-        namespace: str | None,
-        body: kopf.Body,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        **_: Any,
-    ) -> None:
-        """Operator restart: repair whatever changed while it was away."""
-        _reconcile(body, memo, logger)
+    def on_change(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        """A new ASRDeployment, a spec/label/annotation change, or an operator restart: reconcile everything."""
+        run_reconcile(body=body, memo=memo, settings=config, logger=logger, post_events=True)
 
-    resync = config.resync_interval_s
+    @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, id=RESYNC_ID)
+    async def resync(name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any) -> None:
+        """Periodic drift repair (a backstop against missed child events) until the CR is gone. An async
+        daemon (kopf cancels it on stop or deletion): one sleeping task per CR, no thread held."""
+        while True:
+            await asyncio.sleep(config.resync_interval_s)
+            if not await asyncio.to_thread(resync_once, memo, config, str(namespace), name, uid):
+                return
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=resync, initial_delay=resync, registry=registry, id="resync")
-    def on_timer(
-        spec: kopf.Spec,
-        name: str,
-        namespace: str | None,
-        body: kopf.Body,
-        memo: kopf.Memo,
-        logger: kopf.Logger,
-        **_: Any,
-    ) -> None:
-        """Periodic drift repair; errors were reported by the change handlers, so no events here."""
-        try:
-            _reconcile(body, memo, logger, post_events=False)
-        except kopf.PermanentError as e:
-            logger.debug("resync skipped: %s", e)
+    _without_finalizer(registry, RESYNC_ID)
 
     for kind_name in CHILD_KINDS:
         kind = KINDS[kind_name]
 
+        # labels= repeats the server-side selector client-side (kopf's filter; harmless where the server did it).
         @kopf.on.event(
-            kind.group,
-            kind.version,
-            kind.plural,
-            labels=CHILD_LABELS,
-            registry=registry,
-            id=f"child-{kind.plural}",
+            kind.group, kind.version, kind.plural, labels=CHILD_LABELS, registry=registry, id=f"child-{kind.plural}"
         )
-        def on_child_event(
-            type: str | None,
-            body: kopf.Body,
-            name: str,
-            namespace: str | None,
-            memo: kopf.Memo,
-            logger: kopf.Logger,
-            **_: Any,
-        ) -> None:
+        def on_child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
             """An owned child changed: restore it if it drifted or was deleted; refresh status."""
             if type is None:  # the initial listing: the resume handlers reconcile everything anyway
                 return
-            kube = _kube(memo)
-            try:
-                repaired = repair_child(kube, body, type == "DELETED", config.inference_image)
-            except ChildApiError as e:
-                logger.warning("could not restore %s/%s: %s", body.get("kind"), name, e)
-                return
-            if repaired is None:
-                return
-            owner, asr, _live, action = repaired
-            if action != "unchanged":
-                CHILD_REPAIRS_TOTAL.labels(kind=str(body.get("kind"))).inc()
-                logger.info("%s %s %s/%s back", action, body.get("kind"), namespace, name)
-            if body.get("kind") != "Deployment" or namespace is None:
-                return
-            try:
-                write_status(kube, namespace, owner["metadata"]["name"], outcome=None, generation=None, asr=asr)
-            except ChildApiError as e:
-                logger.warning("could not update the status: %s", e)
+            handle_child_event(_kube(memo), body, type == "DELETED", config.inference_image, logger)
 
 
 _default_settings = OperatorSettings()

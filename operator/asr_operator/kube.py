@@ -17,6 +17,8 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from .quantity import quantities_equal
+
 LAST_APPLIED = "asr-platform.io/last-applied"
 
 
@@ -114,19 +116,34 @@ class Kube:
         return True
 
 
-def is_subset(desired: Any, live: Any) -> bool:
+def is_quantity_path(path: tuple[str, ...]) -> bool:
+    """Whether the value at `path` is a resource quantity the API server canonicalises (container resources,
+    emptyDir sizeLimit, HPA metric targets)."""
+    if len(path) >= 3 and path[-3] == "resources" and path[-2] in ("requests", "limits"):
+        return True
+    if path and path[-1] == "sizeLimit":
+        return True
+    return len(path) >= 2 and path[-2] == "target" and path[-1] in ("averageValue", "value")
+
+
+def is_subset(desired: Any, live: Any, path: tuple[str, ...] = ()) -> bool:
     """True when every map key in `desired` is in `live` with an equal value (lists: same length, each item
-    a subset of its counterpart), so defaults the API server adds do not count as drift."""
+    a subset of its counterpart), so defaults the API server adds do not count as drift. Quantities compare
+    by value ("0.5" == "500m", 1 == "1"): the server returns them canonicalised."""
     if isinstance(desired, dict):
-        return isinstance(live, dict) and all(k in live and is_subset(v, live[k]) for k, v in desired.items())
+        return isinstance(live, dict) and all(
+            k in live and is_subset(v, live[k], (*path, str(k))) for k, v in desired.items()
+        )
     if isinstance(desired, list):
         return (
             isinstance(live, list)
             and len(desired) == len(live)
-            and all(is_subset(d, x) for d, x in zip(desired, live, strict=True))
+            and all(is_subset(d, x, path) for d, x in zip(desired, live, strict=True))
         )
     if isinstance(desired, bool) or isinstance(live, bool):
         return desired is live
+    if is_quantity_path(path) and desired != live:
+        return quantities_equal(desired, live)
     if isinstance(desired, int | float) and isinstance(live, int | float):
         return float(desired) == float(live)
     return bool(desired == live)

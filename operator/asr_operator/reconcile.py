@@ -7,6 +7,7 @@ Kept free of kopf's handler machinery so the handlers stay thin; errors are clas
 from __future__ import annotations
 
 import copy
+import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from kubernetes.client.exceptions import ApiException
 
 from .builders import APP_NAME, ASR, LABEL_INSTANCE, LABEL_NAME, desired_children
 from .kube import KINDS, Kube, is_subset, strip_path, three_way_patch, with_last_applied
+from .metrics import CHILD_REPAIRS_TOTAL
 from .spec import KIND, InvalidSpec, parse_spec
 from .status import Outcome, compute_status, status_changed
 
@@ -96,7 +98,6 @@ def apply_child(
     *,
     autoscaled: bool = False,
     live: dict[str, Any] | None = None,
-    fetch: bool = True,
 ) -> tuple[dict[str, Any], str]:
     """Create the child, or patch it when it drifted from `desired` (never create-or-ignore).
 
@@ -113,7 +114,7 @@ def apply_child(
         recorded = strip_path(desired, REPLICAS_PATH)
         keep = frozenset({REPLICAS_PATH})
     try:
-        if live is None and fetch:
+        if live is None:
             live = kube.get(kind, namespace, name)
         if live is None:
             body = with_last_applied(recorded)
@@ -149,31 +150,29 @@ def delete_child(kube: Kube, kind_name: str, namespace: str, name: str, owner_ui
         raise _api_error(e, kind_name, name, "delete") from e
 
 
-def reconcile(kube: Kube, body: Mapping[str, Any], default_image: str) -> tuple[ASR, dict[str, Any] | None]:
-    """Bring every child in line with the spec. Returns the ASR and the live Deployment.
+def reconcile(kube: Kube, body: Mapping[str, Any], default_image: str) -> ASR:
+    """Bring every child in line with the spec. Returns the parsed ASRDeployment.
 
     Raises InvalidSpec or ChildApiError.
     """
     asr = asr_from_body(body, default_image)
     owner = plain(body)
     present, absent = desired_children(asr)
-    deployment: dict[str, Any] | None = None
-    for obj in present:
-        result, _ = apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled)
-        if obj["kind"] == "Deployment":
-            deployment = result
+    # Unwanted children go first: KEDA's admission webhook refuses a ScaledObject for a Deployment that an HPA
+    # still targets, so on an hpa → keda switch the old HPA must be gone before the ScaledObject is created.
     uid = (owner.get("metadata") or {}).get("uid")
     for kind_name, name in absent:
         delete_child(kube, kind_name, asr.namespace, name, uid)
-    return asr, deployment
+    for obj in present:
+        apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled)
+    return asr
 
 
-def repair_child(
-    kube: Kube, child: Mapping[str, Any], deleted: bool, default_image: str
-) -> tuple[dict[str, Any], ASR, dict[str, Any], str] | None:
+def repair_child(kube: Kube, child: Mapping[str, Any], deleted: bool, default_image: str) -> tuple[ASR, str] | None:
     """Restore one child after an edit or deletion by hand.
 
-    Returns (owner, asr, live child, action) or None when the child has no live owner or is not wanted.
+    Returns (the owner's ASR, what was done: created / patched / unchanged), or None when the child has no
+    live owner or is not wanted.
     """
     meta = child.get("metadata") or {}
     uid = _owner_uid(child)
@@ -194,12 +193,40 @@ def repair_child(
     present, _ = desired_children(asr)
     for obj in present:
         if obj["kind"] == child.get("kind") and obj["metadata"]["name"] == meta.get("name"):
-            live = None if deleted else plain(child)
-            result, action = apply_child(
-                kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled, live=live, fetch=deleted
-            )
-            return owner, asr, result, action
+            live = None if deleted else plain(child)  # a deleted child is looked up again: maybe recreated
+            _, action = apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled, live=live)
+            return asr, action
     return None
+
+
+def handle_child_event(
+    kube: Kube,
+    child: Mapping[str, Any],
+    deleted: bool,
+    default_image: str,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """A watch event of an owned child: restore it if it drifted or was deleted (counted in
+    asr_operator_child_repairs_total and logged), and refresh the owner's status on Deployment events.
+    API errors are logged only: the owner's next reconcile retries."""
+    kind, name = str(child.get("kind")), str((child.get("metadata") or {}).get("name"))
+    try:
+        repaired = repair_child(kube, child, deleted, default_image)
+    except ChildApiError as e:
+        logger.warning("could not restore %s/%s: %s", kind, name, e)
+        return
+    if repaired is None:
+        return
+    asr, action = repaired
+    if action != "unchanged":
+        CHILD_REPAIRS_TOTAL.labels(kind=kind).inc()
+        logger.info("%s %s %s/%s back", action, kind, asr.namespace, name)
+    if kind != "Deployment":
+        return
+    try:
+        write_status(kube, asr.namespace, asr.name, outcome=None, generation=None, asr=asr)
+    except ChildApiError as e:
+        logger.warning("could not update the status: %s", e)
 
 
 _STATUS_LOCKS: dict[tuple[str, str], threading.Lock] = {}

@@ -8,12 +8,13 @@ other); they end reconciliation with a PermanentError.
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+
+from . import quantity
 
 GROUP = "asr-platform.io"
 VERSION = "v1alpha1"
@@ -240,33 +241,12 @@ def cel_equivalent_errors(spec: ASRDeploymentSpec) -> list[str]:
     return errors
 
 
-_SUFFIX: dict[str, int | Decimal] = {
-    "": 1,
-    "k": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "T": 10**12,
-    "P": 10**15,
-    "E": 10**18,
-    "Ki": 2**10,
-    "Mi": 2**20,
-    "Gi": 2**30,
-    "Ti": 2**40,
-    "Pi": 2**50,
-    "Ei": 2**60,
-    "m": Decimal("0.001"),
-}
-
-
 def parse_quantity(q: str) -> Decimal:
     """A Kubernetes quantity (the subset the CRD patterns allow) as a number of base units."""
-    m = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?", q.strip())
-    if not m:
-        raise InvalidSpec(f"not a quantity: {q!r}")
     try:
-        return Decimal(m.group(1)) * Decimal(_SUFFIX[m.group(2) or ""])
-    except InvalidOperation:  # pragma: no cover - the regex admits only decimals
-        raise InvalidSpec(f"not a quantity: {q!r}") from None
+        return quantity.parse_quantity(q)
+    except quantity.QuantityError as e:
+        raise InvalidSpec(str(e)) from None
 
 
 def semantic_errors(spec: ASRDeploymentSpec) -> list[str]:

@@ -354,12 +354,12 @@ def test_graceful_shutdown_outlasts_drain_and_request_timeout() -> None:
 
 def test_gpu_limits_follow_device_and_count() -> None:
     gpu = _container(build_deployment(asr_for(SPECS["sensevoice-gpu-keda"])))["resources"]
-    assert gpu["limits"]["nvidia.com/gpu"] == 1
+    assert gpu["limits"]["nvidia.com/gpu"] == "1"
     assert gpu["limits"]["memory"] == "24Gi" and gpu["requests"] == {"cpu": "4", "memory": "12Gi"}
     amd = _container(build_deployment(asr_for(SPECS["everything"])))["resources"]
-    assert amd["limits"]["amd.com/gpu"] == 2 and "nvidia.com/gpu" not in amd["limits"]
+    assert amd["limits"]["amd.com/gpu"] == "2" and "nvidia.com/gpu" not in amd["limits"]
     default = _container(build_deployment(asr_for(SPECS["minimal-hub"])))["resources"]
-    assert default["limits"]["nvidia.com/gpu"] == 1  # device defaults to cuda with one GPU
+    assert default["limits"]["nvidia.com/gpu"] == "1"  # device defaults to cuda with one GPU
     cpu = _container(build_deployment(asr_for(SPECS["demo-cpu"])))["resources"]
     assert not any("gpu" in k for k in cpu.get("limits", {}))
 

@@ -10,6 +10,7 @@ import copy
 import re
 from typing import Any
 
+import kmock as kmock_lib
 from harness import ASRD, NS, Cluster, asr_body, run_operator, wait_for
 from prometheus_client import REGISTRY
 
@@ -259,3 +260,38 @@ async def test_cr_delete_leaves_nothing_behind(cluster: Cluster) -> None:
             and not _owned_by(obj.raw, "demo")
         ]  # fmt: skip
         assert leftovers == []
+
+
+async def test_a_created_cr_gets_no_finalizer(cluster: Cluster) -> None:
+    """Children go with the CR through ownerReferences: no finalizer, so a CR never stays Terminating while
+    the operator is down (helm uninstall deletes custom resources after the operator)."""
+    async with run_operator(cluster):
+        await cluster.create(ASRD, asr_body("demo", DEMO))
+        await wait_for(lambda: _status(cluster, "demo").get("observedGeneration") == 1, what="reconciled")
+        await wait_for(lambda: cluster.get(PDB, "demo"), what="children")
+        finalizer_writes = [
+            v.raw["metadata"].get("finalizers")
+            for v in cluster.kmock.objects[ASRD, NS, "demo"].history
+            if v is not None and v.raw["metadata"].get("finalizers")
+        ]
+        assert finalizer_writes == []
+    # With the operator stopped, a delete takes effect at once.
+    await cluster.delete(ASRD, "demo")
+    assert cluster.get(ASRD, "demo") is None
+
+
+async def test_child_watches_select_owned_children_server_side(cluster: Cluster) -> None:
+    async with run_operator(cluster):
+        for plural in ("configmaps", "services", "deployments", "poddisruptionbudgets", "horizontalpodautoscalers"):
+            await wait_for(lambda p=plural: cluster.watching(p), what=f"a watch of {plural}")
+        watches = [
+            r
+            for r in list(cluster.kmock)
+            if r.action == kmock_lib.action.WATCH and r.resource is not None and r.resource.plural != "asrdeployments"
+        ]
+        assert watches
+        for request in watches:
+            selector = request.params.get("labelSelector")
+            assert selector == "app.kubernetes.io/managed-by=asr-operator", (request.resource.plural, selector)
+        cr_watch = [r for r in list(cluster.kmock) if r.resource is not None and r.resource.plural == "asrdeployments"]
+        assert all("labelSelector" not in r.params for r in cr_watch)

@@ -10,12 +10,26 @@ import pytest
 from asr_operator import cli
 from asr_operator.kube import LAST_APPLIED, Kind, is_subset, strip_path, three_way_patch, with_last_applied
 from asr_operator.metrics import RECONCILE_DURATION, RECONCILE_TOTAL
+from asr_operator.quantity import canonical_quantity
 from asr_operator.settings import OperatorSettings
 from asr_operator.spec import InvalidSpec, parse_quantity, parse_spec
 from asr_operator.status import Outcome, compute_status, status_changed
 from prometheus_client import REGISTRY
 
 # --- drift detection and patches --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "canonical"),
+    [
+        ("1", "1"), (1, "1"), ("0.5", "500m"), ("1024Mi", "1Gi"), (1000, "1k"), ("1000", "1k"), ("1500", "1500"),
+        ("1.5", "1500m"), ("1536Mi", "1536Mi"), ("0.5Gi", "512Mi"), ("0.5Ki", "512"), ("1Ki", "1Ki"), ("0", "0"),
+        ("20Gi", "20Gi"), ("1000k", "1M"), ("100m", "100m"), ("0.1", "100m"), ("12000", "12k"), ("2048", "2048"),
+        ("1.5Gi", "1536Mi"), ("364Mi", "364Mi"), ("1024Gi", "1Ti"),
+    ],
+)  # fmt: skip
+def test_canonical_quantity_is_what_the_api_server_returns(value: Any, canonical: str) -> None:
+    assert canonical_quantity(value) == canonical
 
 
 @pytest.mark.parametrize(
@@ -30,6 +44,14 @@ from prometheus_client import REGISTRY
         ({"n": 1}, {"n": 1.0}, True),
         ({"b": True}, {"b": 1}, False),
         ({"s": "1"}, {"s": 1}, False),
+        # resource quantities compare by value (the API server canonicalises them); other strings do not
+        ({"resources": {"limits": {"nvidia.com/gpu": 1}}}, {"resources": {"limits": {"nvidia.com/gpu": "1"}}}, True),
+        ({"resources": {"requests": {"cpu": "0.5"}}}, {"resources": {"requests": {"cpu": "500m"}}}, True),
+        ({"resources": {"requests": {"memory": "1024Mi"}}}, {"resources": {"requests": {"memory": "1Gi"}}}, True),
+        ({"resources": {"requests": {"cpu": "1"}}}, {"resources": {"requests": {"cpu": "2"}}}, False),
+        ({"emptyDir": {"sizeLimit": "2048Mi"}}, {"emptyDir": {"sizeLimit": "2Gi"}}, True),
+        ({"target": {"averageValue": 1000}}, {"target": {"averageValue": "1k"}}, True),
+        ({"data": {"ASR_X": "1000"}}, {"data": {"ASR_X": "1k"}}, False),
     ],
 )
 def test_is_subset(desired: Any, live: Any, expected: bool) -> None:

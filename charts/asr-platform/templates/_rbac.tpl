@@ -3,46 +3,51 @@ RBAC rule lists shared by the ClusterRole (cluster-wide mode) and the per-namesp
 */}}
 {{- define "asr-platform.rbac.namespacedRules" -}}
 # --- The operator's own resource -------------------------------------------------------------------------
-# Watch ASRDeployments; kopf patches them to add its finalizer and keep its handler state in annotations.
+# kopf lists and watches ASRDeployments and patches its handler state into their annotations; the operator
+# reads each one again (get) before a resync and a status write. No update: nothing is written with PUT.
 - apiGroups: ["asr-platform.io"]
   resources: ["asrdeployments"]
-  verbs: ["get", "list", "watch", "patch", "update"]
-# Report conditions, observed generation and endpoint in the status subresource.
+  verbs: ["get", "list", "watch", "patch"]
+# Conditions, observed generation and endpoint, written as a merge patch of the status subresource.
 - apiGroups: ["asr-platform.io"]
   resources: ["asrdeployments/status"]
-  verbs: ["get", "patch", "update"]
+  verbs: ["patch"]
+# Children carry an ownerReference with blockOwnerDeletion: under OwnerReferencesPermissionEnforcement
+# (OpenShift, hardened clusters) setting it needs update on the owner's finalizers subresource.
+- apiGroups: ["asr-platform.io"]
+  resources: ["asrdeployments/finalizers"]
+  verbs: ["update"]
 # --- Children the operator creates for each ASRDeployment (owned, garbage-collected with it) -------------
+# list/watch: the child watches (label selector managed-by=asr-operator); get/create/patch/delete: reconcile
+# (create-or-merge-patch, delete of children the spec no longer wants).
 # The inference server's Deployment.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Its Service and the server configuration ConfigMap.
 - apiGroups: [""]
   resources: ["services", "configmaps"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Its PodDisruptionBudget.
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Queue-depth autoscaling, HPA engine (needs a custom-metrics adapter: see prometheusAdapter).
 - apiGroups: ["autoscaling"]
   resources: ["horizontalpodautoscalers"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Queue-depth autoscaling, KEDA engine.
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Scraping of the inference servers by prometheus-operator.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
-  verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# --- Kubernetes events (kopf posts handler progress and errors as events on the ASRDeployment) ----------
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# --- Kubernetes events: kopf posts warnings and errors as core/v1 events on the ASRDeployment (POST only) --
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 {{- end }}
 
 {{- define "asr-platform.rbac.kopfClusterRules" -}}
