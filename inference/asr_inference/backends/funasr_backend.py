@@ -315,9 +315,15 @@ class FunASRBackend:
             tokens: list[Token] | None = None
             try:
                 n = int(encoder_lens[i])
-                _, stamps = ts_prediction_lfr6_standard(alphas[i, : n + 1], peaks[i, : n + 1], list(pieces))
+                # upsample_rate=1: our alphas/peaks are at the encoder's 60 ms (LFR 6) rate, as in funasr's own
+                # Paraformer.inference; the helper's default (3) is for BiCif's 3x-upsampled 20 ms frames
+                _, stamps = ts_prediction_lfr6_standard(
+                    alphas[i, : n + 1], peaks[i, : n + 1], list(pieces), upsample_rate=1
+                )
                 if len(stamps) == len(pieces):
-                    tokens = [Token(p, s / 1000, e / 1000) for p, (s, e) in zip(pieces, stamps, strict=True)]
+                    tokens = [
+                        Token(p, max(0.0, s / 1000), e / 1000) for p, (s, e) in zip(pieces, stamps, strict=True)
+                    ]  # the helper shifts fires 1.5 frames earlier: a first token may start before 0
             except Exception:  # timestamps are a bonus; the text stands without them
                 tokens = None
             results.append(ItemResult(text=self.detokenize(pieces), tokens=tokens))
