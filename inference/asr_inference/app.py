@@ -66,7 +66,7 @@ def _cpus() -> int:
 async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
     settings, metrics = state.settings, state.metrics
     loop = asyncio.get_running_loop()
-    backend = await loop.run_in_executor(None, create_backend, settings)
+    backend = await loop.run_in_executor(None, create_backend, settings, metrics)
     await loop.run_in_executor(None, backend.load)
     engine = Engine(
         backend,

@@ -172,3 +172,25 @@ def test_nan_is_refused_whatever_the_agreement() -> None:
         candidate_frames=[[1]], min_agreement=0.995, max_cer=0.01,
     )  # fmt: skip
     assert not verdict.keep and "NaN/inf" in (verdict.reason or "") and verdict.agreement == 1.0
+
+
+async def test_nonfinite_batch_while_serving_is_rerun_in_fp32(clear_dir: Path, caplog: pytest.LogCaptureFixture):
+    """bf16 passed the warm-up gate; then an input overflows it (here: token A's bias raised past bf16's largest
+    finite value, 3.39e38, while fp32 still holds it). The batch is rerun in fp32 and counted, not served as NaN."""
+    import torch
+
+    clip = Path(__file__).parents[1] / "data/speech/digits_a.wav"
+    async with serve(model=str(clear_dir), precision="bf16", device="cpu", max_batch_size=4, cache_entries=0) as (
+        app,
+        client,
+    ):
+        assert (await client.get("/readyz")).json()["precision"] == "bf16"
+        before = await transcribe(client, clip)
+        with torch.no_grad():
+            app.state.asr.backend.model.ctc.ctc_lo.bias[A] = 3.40e38  # the traced graph shares the parameter
+        after = await transcribe(client, clip)
+        samples = await metric_samples(client)
+    assert before.status_code == after.status_code == 200
+    assert metric(samples, "asr_fp32_reruns_total") == 1
+    assert after.json()["text"] == before.json()["text"]  # fp32 still decodes token A on every frame
+    assert any("rerunning it in fp32" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
