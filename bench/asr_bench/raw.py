@@ -49,14 +49,20 @@ def measure(
     min_s: float = 2.0,
     min_reps: int = 2,
     on_step: Callable[[str], None] | None = None,
+    force_precision: bool = True,
 ) -> dict[str, Any]:
+    """`force_precision` (default): a ceiling measures the precision it is labelled with even where the server's
+    warm-up gate would serve fp32; the gate's verdict is reported beside it (`precision_check`)."""
     import torch
     from asr_inference.backends import DecodeOptions
     from asr_inference.backends.funasr_backend import FunASRBackend
     from asr_inference.config import Settings
 
     t0 = time.perf_counter()
-    backend = FunASRBackend(Settings(model=str(model), device=device, precision=precision, ncpu=ncpu))
+    settings = Settings(
+        model=str(model), device=device, precision=precision, ncpu=ncpu, force_precision=force_precision
+    )
+    backend = FunASRBackend(settings)
     backend.load()
     load_s = time.perf_counter() - t0
     samples = [c.samples() for c in clips]
@@ -112,6 +118,12 @@ def measure(
         "precision_requested": precision,
         "precision_used": info.precision,
         "precision_fallback_reason": info.precision_fallback_reason,
+        "precision_check": {
+            "argmax_agreement": info.precision_agreement,
+            "cer": info.precision_cer,
+            "failure": info.precision_check_failure,
+            "forced": info.precision_forced,
+        },
         "load_s": round(load_s, 2),
         "torch_threads": torch.get_num_threads(),
         "features": {

@@ -69,7 +69,7 @@ def _cpus() -> int:
 async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
     settings, metrics = state.settings, state.metrics
     loop = asyncio.get_running_loop()
-    backend = await loop.run_in_executor(None, create_backend, settings)
+    backend = await loop.run_in_executor(None, create_backend, settings, metrics)
     await loop.run_in_executor(None, backend.load)
     engine = Engine(
         backend,
@@ -279,6 +279,12 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
                 "precision": info.precision,
                 "requested_precision": info.requested_precision,
                 "precision_fallback_reason": info.precision_fallback_reason,
+                "precision_check": {
+                    "argmax_agreement": info.precision_agreement,
+                    "cer": info.precision_cer,
+                    "failure": info.precision_check_failure,
+                    "forced": info.precision_forced,
+                },
                 "graph_mode": info.graph_mode,
                 "graph_fallback_reason": info.graph_fallback_reason,
                 "max_batch_size": settings.max_batch_size,

@@ -45,8 +45,19 @@ class Settings(BaseSettings):
     """auto (cuda when available, else cpu) | cpu | cuda | cuda:N."""
 
     precision: Precision = "fp32"
-    """Requested compute precision. fp16/bf16 run under autocast and are checked against fp32 at warm-up; a NaN or
-    a diverging transcript falls back to fp32. On CPU only bf16 is reduced (fp16 falls back to fp32)."""
+    """Requested compute precision. fp16/bf16 run under autocast and are checked against fp32 at warm-up: NaN/inf,
+    per-frame best tokens agreeing on fewer than `precision_min_agreement` of the frames, or transcripts further than
+    `precision_max_cer` from fp32's fall back to fp32. On CPU only bf16 is reduced (fp16 falls back to fp32)."""
+
+    precision_min_agreement: float = Field(0.995, ge=0, le=1)
+    """Warm-up check of fp16/bf16: the least share of output frames whose best token must equal fp32's."""
+
+    precision_max_cer: float = Field(0.01, ge=0, le=1)
+    """Warm-up check of fp16/bf16: the largest character error rate of its transcripts against fp32's."""
+
+    force_precision: bool = False
+    """Serve the requested fp16/bf16 even when it fails the warm-up check (the check still runs and /readyz reports
+    it): for benchmarks that measure a precision's ceiling. Not for production."""
 
     graph_mode: Literal["trace", "eager"] = "trace"
     """How the batched forward runs. trace: SenseVoice runs as a TorchScript graph traced at warm-up (at the precision

@@ -60,6 +60,11 @@ class Metrics:
             "Times the requested reduced precision failed the warm-up check and fp32 was served instead.",
             registry=r,
         )
+        self.fp32_reruns_total = Counter(
+            "asr_fp32_reruns",
+            "Batches whose reduced-precision (fp16/bf16) outputs held NaN/inf while serving and were rerun in fp32.",
+            registry=r,
+        )
         self.cache_hits_total = Counter("asr_cache_hits", "Result-cache hits.", registry=r)
         self.cache_misses_total = Counter("asr_cache_misses", "Result-cache misses.", registry=r)
         self.batch_retries_total = Counter(

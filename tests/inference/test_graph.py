@@ -192,3 +192,20 @@ def test_bf16_graph_traced_under_autocast_replays_it_exactly(sensevoice_dir: Pat
     with torch.inference_mode(), autocast():
         twice = graph(*inputs(items))
     assert twice[0].dtype != torch.bfloat16 or not torch.equal(twice[0], expected[0])  # why it runs outside
+
+
+def test_served_forward_returns_logits_without_a_vocabulary_log_softmax(sensevoice_dir: Path) -> None:
+    """Serving needs each frame's best token only: no log-softmax pass over the vocabulary in the graph."""
+    from asr_inference.backends.funasr_backend import FunASRBackend
+    from asr_inference.config import Settings
+
+    backend = FunASRBackend(Settings(model=str(sensevoice_dir), device="cpu", ncpu=1))
+    backend.load()
+    forward = backend._sv_forward
+    assert forward is not None
+    feats = torch.randn(2, 30, 560)
+    inputs = (feats, torch.tensor([30, 20]), torch.tensor([[0], [0]]), torch.tensor([[14], [14]]))
+    traced = torch.jit.trace(forward, inputs, check_trace=False)
+    assert "log_softmax" not in str(traced.inlined_graph)
+    logits, _ = forward(*inputs)
+    assert not torch.allclose(logits.logsumexp(-1), torch.zeros(()))  # raw logits, not log-probabilities

@@ -53,7 +53,11 @@ class ModelInfo:
     precision: str  # in use (after the warm-up check)
     requested_precision: str
     path: str
-    precision_fallback_reason: str | None = None
+    precision_fallback_reason: str | None = None  # why fp32 is served instead of the requested precision
+    precision_check_failure: str | None = None  # the warm-up check's refusal (also set when the precision is forced)
+    precision_forced: bool = False  # served despite a failed check (`force_precision`, for benchmark ceilings)
+    precision_agreement: float | None = None  # share of warm-up output frames with fp32's best token
+    precision_cer: float | None = None  # character error rate of the reduced precision's warm-up transcripts
     graph_mode: str = "eager"  # how the batched forward runs: "trace" (TorchScript graph) or "eager"
     graph_fallback_reason: str | None = None  # why a requested graph is not used
 
@@ -71,8 +75,9 @@ class Backend(Protocol):
     def prepare(self, samples: np.ndarray) -> Prepared: ...
 
     def warm(self, items: Sequence[Prepared]) -> ModelInfo:
-        """Run a full batch in fp32 and, if asked, the reduced precision; keep the reduced one only if it gives
-        finite outputs and the same transcripts. Returns the info with the precision actually in use."""
+        """Run a full batch in fp32 and, if asked, the reduced precision; keep the reduced one only if its outputs
+        are finite, its per-frame best tokens agree with fp32's and its transcripts are close (`precision_gate`).
+        Returns the info with the precision actually in use."""
         ...
 
     def transcribe_batch(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> list[ItemResult]: ...

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,8 @@ from .. import model_source
 from ..config import Settings
 from ..errors import ModelLoadError
 from ..features import FastFbank
+from ..metrics import Metrics
+from . import precision_gate
 from .base import DecodeOptions, ItemResult, ModelInfo, Prepared, Token
 from .graph import ForwardFn, SenseVoiceForward, trace_checked
 
@@ -32,6 +35,16 @@ log = logging.getLogger("asr_inference.backend")
 _LFR_FRAME_S = 0.06  # 10 ms shift x LFR n=6
 _EMOTIONS = {"HAPPY", "SAD", "ANGRY", "NEUTRAL", "EMO_UNKNOWN", "FEARFUL", "DISGUSTED", "SURPRISED"}
 _EVENTS = {"Speech", "BGM", "Laughter", "Applause", "Cry", "Sneeze", "Breath", "Cough", "Event_UNK"}
+
+
+@dataclass
+class BatchOutput:
+    """What one forward of a batch gives: per-item results, whether every output was finite, and per item the best
+    token of each output frame (host ints or a CPU tensor; None for a family without frames) for the precision gate."""
+
+    results: list[ItemResult]
+    finite: bool
+    frames: list[Any] | None
 
 
 def resolve_device(device: str) -> torch.device:
@@ -45,8 +58,9 @@ def resolve_device(device: str) -> torch.device:
 class FunASRBackend:
     """A funasr model served in batches. Not thread-safe: one inference thread per device calls it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
+        self.metrics = metrics
         self.source = model_source.resolve(settings)
         self.device = resolve_device(settings.device)
         self.precision = "fp32"
@@ -166,28 +180,39 @@ class FunASRBackend:
         self._sv_graph = None  # the checks below compare eager runs; a graph is chosen (again) at the end
         requested = self.settings.precision
         options = [DecodeOptions()] * len(items)
-        reference, _ = self._run(items, options, "fp32")
+        reference = self._run(items, options, "fp32")
         candidate, reason = requested, None
         if requested == "fp16" and self.device.type == "cpu":
             candidate, reason = "fp32", "fp16 is not supported on CPU (only bf16 is reduced there)"
         if candidate != "fp32":
             try:
-                reduced, finite = self._run(items, options, candidate)
+                reduced: BatchOutput | None = self._run(items, options, candidate)
             except Exception as exc:  # a dtype error in some op is a failed check, not a failed start
-                reduced, finite, reason = [], True, f"{candidate} forward raised {type(exc).__name__}: {exc}"
-            if reason is None and not finite:
-                reason = f"{candidate} produced NaN/inf outputs on the warm-up batch"
-            elif reason is None:
-                differ = sum(a.text != b.text for a, b in zip(reference, reduced, strict=True))
-                if differ:
-                    reason = f"{candidate} transcripts differ from fp32 on {differ} of {len(items)} warm-up items"
-            if reason is not None:
+                reduced, reason = None, f"{candidate} forward raised {type(exc).__name__}: {exc}"
+            if reduced is not None:
+                verdict = precision_gate.judge(
+                    candidate,
+                    finite=reduced.finite,
+                    reference_texts=[r.text for r in reference.results],
+                    candidate_texts=[r.text for r in reduced.results],
+                    reference_frames=reference.frames,
+                    candidate_frames=reduced.frames,
+                    min_agreement=self.settings.precision_min_agreement,
+                    max_cer=self.settings.precision_max_cer,
+                )
+                reason = verdict.reason
+                self.info.precision_agreement, self.info.precision_cer = verdict.agreement, verdict.cer
+            if reason is not None and self.settings.force_precision and reduced is not None:
+                log.warning("precision %s fails the warm-up check but is forced: %s", candidate, reason)
+                self.info.precision_forced = True
+            elif reason is not None:
                 candidate = "fp32"
-        if reason is not None:
+        if reason is not None and candidate == "fp32":
             log.warning("precision %s requested; serving fp32: %s", requested, reason)
         self.precision = candidate
         self.info.precision = candidate
-        self.info.precision_fallback_reason = reason
+        self.info.precision_fallback_reason = reason if candidate == "fp32" else None
+        self.info.precision_check_failure = reason
         self._choose_graph(items)
         return self.info
 
@@ -224,12 +249,17 @@ class FunASRBackend:
 
     # ------------------------------------------------------------------ batch (inference thread)
     def transcribe_batch(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> list[ItemResult]:
-        results, _ = self._run(items, options, self.precision)
-        return results
+        out = self._run(items, options, self.precision)
+        if not out.finite and self.precision != "fp32":
+            # a reduced-precision overflow on real traffic: the warm-up gate cannot see every input; rerun in fp32
+            # rather than return what NaN/inf logits decode to
+            log.warning("%s outputs of a batch of %d were not finite; rerunning it in fp32", self.precision, len(items))
+            if self.metrics is not None:
+                self.metrics.fp32_reruns_total.inc()
+            out = self._run(items, options, "fp32")
+        return out.results
 
-    def _run(
-        self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str
-    ) -> tuple[list[ItemResult], bool]:
+    def _run(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
         if self._sv_graph is not None and precision == self.precision:  # only ever set for SenseVoice
             with torch.inference_mode():  # no autocast: the graph was traced under it and replays its casts
                 return self._sensevoice(items, options, self._sv_graph)
@@ -256,14 +286,16 @@ class FunASRBackend:
 
     def _sensevoice(
         self, items: Sequence[Prepared], options: Sequence[DecodeOptions], graph: ForwardFn | None = None
-    ) -> tuple[list[ItemResult], bool]:
+    ) -> BatchOutput:
         m = self.model
         assert self._sv_forward is not None
         logits, encoder_lens = (graph or self._sv_forward)(*self._sensevoice_inputs(items, options))
-        logits = logits.float()
-        finite = bool(torch.isfinite(logits).all())
-        best = logits.argmax(dim=-1).cpu()
-        lens = encoder_lens.cpu().tolist()
+        # The NaN guard costs one (B, T') reduction, not a full-vocabulary isfinite: a frame with a NaN or an inf
+        # logit has a non-finite maximum (max propagates NaN). The flag travels to the host with the best tokens.
+        top, best = logits.max(dim=-1)
+        finite_rows = torch.isfinite(top).all(dim=-1, keepdim=True).to(best.dtype)
+        host = torch.cat((best, finite_rows, encoder_lens[:, None].to(best.dtype)), dim=1).cpu()  # one copy
+        best, finite, lens = host[:, :-2], bool(host[:, -2].all()), host[:, -1].tolist()
         sp = self.tokenizer.sp
         results = []
         for i, n in enumerate(lens):
@@ -286,9 +318,9 @@ class FunASRBackend:
                     event=next((t for t in tags[1:] if t in _EVENTS), None),
                 )
             )
-        return results, finite
+        return BatchOutput(results, finite, [best[i, :n] for i, n in enumerate(lens)])
 
-    def _paraformer(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> tuple[list[ItemResult], bool]:
+    def _paraformer(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> BatchOutput:
         from funasr.utils.timestamp_tools import ts_prediction_lfr6_standard
 
         m = self.model
@@ -303,27 +335,33 @@ class FunASRBackend:
         token_len = token_len.round().long()
         finite = bool(torch.isfinite(alphas).all())
         if int(token_len.max()) < 1:
-            return [ItemResult(text="", tokens=[]) for _ in items], finite
+            return BatchOutput([ItemResult(text="", tokens=[]) for _ in items], finite, [[] for _ in items])
         decoder_out, _ = m.cal_decoder_with_predictor(encoder_out, encoder_lens, acoustic, token_len)
-        decoder_out = decoder_out.float()
-        finite = finite and bool(torch.isfinite(decoder_out).all())
-        results = []
+        finite = finite and bool(torch.isfinite(decoder_out.amax(dim=-1)).all())  # (B, N): see _sensevoice
+        results, frames = [], []
         for i in range(len(items)):
             ids = decoder_out[i, : int(token_len[i])].argmax(dim=-1).tolist()
+            frames.append(ids)
             ids = [t for t in ids if t not in (m.sos, m.eos, m.blank_id)]
             pieces = self.tokenizer.ids2tokens(ids)
             tokens: list[Token] | None = None
             try:
                 n = int(encoder_lens[i])
-                _, stamps = ts_prediction_lfr6_standard(alphas[i, : n + 1], peaks[i, : n + 1], list(pieces))
+                # upsample_rate=1: our alphas/peaks are at the encoder's 60 ms (LFR 6) rate, as in funasr's own
+                # Paraformer.inference; the helper's default (3) is for BiCif's 3x-upsampled 20 ms frames
+                _, stamps = ts_prediction_lfr6_standard(
+                    alphas[i, : n + 1], peaks[i, : n + 1], list(pieces), upsample_rate=1
+                )
                 if len(stamps) == len(pieces):
-                    tokens = [Token(p, s / 1000, e / 1000) for p, (s, e) in zip(pieces, stamps, strict=True)]
+                    tokens = [
+                        Token(p, max(0.0, s / 1000), e / 1000) for p, (s, e) in zip(pieces, stamps, strict=True)
+                    ]  # the helper shifts fires 1.5 frames earlier: a first token may start before 0
             except Exception:  # timestamps are a bonus; the text stands without them
                 tokens = None
             results.append(ItemResult(text=self.detokenize(pieces), tokens=tokens))
-        return results, finite
+        return BatchOutput(results, finite, frames)
 
-    def _nano(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> tuple[list[ItemResult], bool]:
+    def _nano(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> BatchOutput:
         ordered: list[ItemResult | None] = [None] * len(items)
         for group in dict.fromkeys(options):  # generate() takes one set of options per call
             idx = [i for i, o in enumerate(options) if o == group]
@@ -336,7 +374,7 @@ class FunASRBackend:
             for i, res in zip(idx, out, strict=True):
                 language = group.language if group.language != "auto" else None
                 ordered[i] = ItemResult(text=str(res.get("text", "")).strip(), language=language)
-        return [r if r is not None else ItemResult("") for r in ordered], True
+        return BatchOutput([r if r is not None else ItemResult("") for r in ordered], True, None)
 
     # ------------------------------------------------------------------ text
     def detokenize(self, tokens: Sequence[str]) -> str:

@@ -25,11 +25,14 @@ ForwardFn = Callable[..., tuple[torch.Tensor, torch.Tensor]]
 
 
 class SenseVoiceForward(torch.nn.Module):
-    """Prompt embeddings + encoder + CTC log-probabilities for a padded batch: the per-batch part of
+    """Prompt embeddings + encoder + CTC logits for a padded batch: the per-batch part of
     `SenseVoiceSmall.inference`, with per-item language and text-normalisation queries.
 
+    Logits, not `ctc.log_softmax`: serving needs only each frame's best token, which the monotone log-softmax does
+    not change; skipping it saves a full-vocabulary pass (in fp32 under autocast) and a (B, T', vocab) fp32 tensor.
+
     Inputs: feats (B, T, D) padded, lengths (B,) int, language ids (B, 1), text-norm ids (B, 1).
-    Outputs: log-probabilities (B, 4 + T', vocab) and valid output lengths (B,)."""
+    Outputs: logits (B, 4 + T', vocab) and valid output lengths (B,)."""
 
     def __init__(self, model: Any) -> None:
         super().__init__()
@@ -50,7 +53,7 @@ class SenseVoiceForward(torch.nn.Module):
         encoder_out, encoder_lens = self.encoder(speech, lengths + 4)
         if isinstance(encoder_out, tuple):
             encoder_out = encoder_out[0]
-        return self.ctc.log_softmax(encoder_out), encoder_lens
+        return self.ctc.ctc_lo(encoder_out), encoder_lens
 
 
 def trace_checked(
