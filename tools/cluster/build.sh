@@ -32,4 +32,16 @@ for t in "${targets[@]}"; do
   mv "$bin/.$name.tmp" "$bin/$name"
 done
 echo "build.sh: binaries ready in $((SECONDS - start)) s" >&2
+
+# Upstream CRDs (KEDA, prometheus-operator) from their Go modules, versions pinned in upstream-crds.txt.
+crds="$bin/../crds"
+mkdir -p "$crds"
+while read -r module modver dir files; do
+  [[ -z "$module" || "$module" == \#* ]] && continue
+  moddir="$(cd "${TMPDIR:-/tmp}" && GOFLAGS= GOWORK=off go mod download -json "$module@$modver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [[ -d "$moddir/$dir" ]] || { echo "build.sh: $module@$modver has no $dir" >&2; exit 4; }
+  for f in $files; do
+    cmp -s "$moddir/$dir/$f" "$crds/$f" || cp "$moddir/$dir/$f" "$crds/$f"
+  done
+done <"$here/upstream-crds.txt"
 echo "$bin"
