@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv serve test lint fmt e2e bench demo-model clean
+.PHONY: venv serve test lint fmt e2e bench demo-model clean cluster cluster-down
 
 venv: $(STAMP)
 
@@ -42,6 +42,15 @@ bench: $(STAMP)
 # Retrain the embedded demo model (25-30 min on 2 cores; needs espeak-ng + sox). See tools/demo_model/README.md.
 demo-model: $(STAMP)
 	tools/demo_model/build.sh inference/asr_inference/models/demo $${DEMO_WORK:-/tmp/demo_work}
+
+# A local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok fake nodes) from binaries built
+# once into ~/.cache/asr-platform/cluster (tools/cluster/build.sh; cold build ~30 min on 2 cores, then a no-op).
+# `make cluster` writes .cluster/kubeconfig; `make cluster-down` stops it and deletes its data.
+cluster:
+	$(PY) tools/cluster/cluster.py up --bin "$$(tools/cluster/build.sh | tail -n 1)"
+
+cluster-down:
+	$(PY) tools/cluster/cluster.py down
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -38,6 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         start_http_server(config.metrics_port)
 
     registry = kopf.OperatorRegistry()
+    # A plain OperatorRegistry has no login handlers (only kopf's default registry gets them): without this the
+    # operator cannot authenticate at all, in-cluster or via $KUBECONFIG ("Ran out of valid credentials").
+    kopf.on.login(registry=registry)(kopf.login_via_client)
     from .handlers import register
 
     register(registry, config)
