@@ -71,6 +71,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)
+
+    def stop_on_load_failure(reason: str) -> None:
+        print(f"asr-serve: model failed to load, exiting: {reason}", file=sys.stderr, flush=True)
+        server.should_exit = True
+
+    app.state.asr.on_load_failure = stop_on_load_failure
     # uvicorn drains on SIGTERM, then re-raises the signal at the handler it found: make that a no-op so a
     # graceful drain ends with exit code 0 (what Kubernetes and supervisors read as a clean stop).
     signal.signal(signal.SIGTERM, lambda *_: None)
