@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,6 +26,36 @@ async def serve(wait_ready: bool = True, **settings: Any) -> AsyncIterator[tuple
             if wait_ready:
                 await wait_until_ready(app)
             yield app, client
+
+
+@asynccontextmanager
+async def serve_http(**settings: Any) -> AsyncIterator[tuple[Any, str]]:
+    """The app behind a real uvicorn server on a loopback port, with `asr-serve`'s uvicorn config, in this event
+    loop (so a test can reach into the engine). Yields (app, base_url) once the model is warm."""
+    import uvicorn
+    from asr_inference.cli import uvicorn_config
+
+    settings.setdefault("log_format", "json")
+    settings.update(host="127.0.0.1", port=_free_port())
+    app = create_app(Settings(**settings))
+    server = uvicorn.Server(uvicorn_config(app, app.state.asr.settings))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(120):
+            while not server.started:
+                assert not task.done(), "uvicorn did not start"
+                await asyncio.sleep(0.02)
+        await wait_until_ready(app)
+        yield app, f"http://127.0.0.1:{settings['port']}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def wait_until_ready(app: Any, timeout_s: float = 120.0) -> None:
@@ -53,3 +84,29 @@ async def metric_samples(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tup
 
 def metric(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+BOUNDARY = "asr-test-boundary"
+
+
+def multipart_file(audio: bytes, boundary: str = BOUNDARY) -> bytes:
+    """A multipart/form-data body with one `file` part."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+    return head + audio + f"\r\n--{boundary}--\r\n".encode()
+
+
+def request_head(length: int | None, *, extra: str = "", boundary: str = BOUNDARY) -> bytes:
+    """The request line and headers of a raw transcription POST: Content-Length, or chunked when `length` is None."""
+    framing = f"Content-Length: {length}\r\n" if length is not None else "Transfer-Encoding: chunked\r\n"
+    return (
+        "POST /v1/audio/transcriptions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n{framing}{extra}\r\n"
+    ).encode()
+
+
+def host_port(base_url: str) -> tuple[str, int]:
+    host, _, port = base_url.removeprefix("http://").partition(":")
+    return host, int(port)

@@ -9,7 +9,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -60,6 +60,9 @@ class ServerState:
     load_error: str | None = None
     started_at: float = field(default_factory=time.monotonic)
     ready_after_s: float | None = None
+    # called once when the model fails to load; `asr-serve` sets it to stop the server (exit 1) at once instead of
+    # serving 503s until a startup probe gives up
+    on_load_failure: Callable[[str], None] | None = None
 
 
 def _cpus() -> int:
@@ -134,6 +137,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except Exception as exc:
                 state.load_error = f"{type(exc).__name__}: {exc}"
                 log.critical("model failed to load: %s", state.load_error, exc_info=True)
+                if state.on_load_failure is not None:
+                    state.on_load_failure(state.load_error)
 
         loader = asyncio.create_task(guarded(), name="asr-load")
         try:

@@ -7,13 +7,16 @@ import logging
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import ValidationError
 
 from .config import Settings
 from .errors import ModelLoadError
 from .logging_setup import configure_logging
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger("asr_inference")
 
@@ -48,6 +51,21 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     return Settings(**overrides)
 
 
+def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
+    """How `asr-serve` runs the app (tests run the same config in-process)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,  # our handlers (JSON lines) on the root logger
+        access_log=False,  # one line per request comes from our middleware
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        timeout_keep_alive=30,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = parse_settings(argv)
@@ -65,16 +83,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.critical("cannot serve: %s", exc)
         print(f"asr-serve: {exc}", file=sys.stderr)
         return 1
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_config=None,  # our handlers (JSON lines) on the root logger
-        access_log=False,  # one line per request comes from our middleware
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
-        timeout_keep_alive=30,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
+
+    def stop_on_load_failure(reason: str) -> None:
+        print(f"asr-serve: model failed to load, exiting: {reason}", file=sys.stderr, flush=True)
+        server.should_exit = True
+
+    app.state.asr.on_load_failure = stop_on_load_failure
     # uvicorn drains on SIGTERM, then re-raises the signal at the handler it found: make that a no-op so a
     # graceful drain ends with exit code 0 (what Kubernetes and supervisors read as a clean stop).
     signal.signal(signal.SIGTERM, lambda *_: None)

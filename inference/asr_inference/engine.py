@@ -57,15 +57,21 @@ class BatchQueue:
         # requests that have arrived but not queued an item yet; with none and an empty queue, nothing can join
         # the batch, so waiting would only add latency (set by the Engine)
         self.pending: Callable[[], int] = lambda: 1
+        # computed at every scrape from the deque itself: a value set on put/pop goes stale when waiters leave
+        # (abandoned items are dropped without a set), and this is what KEDA/HPA scale on
+        metrics.queue_depth.set_function(self.live_count)
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def live_count(self) -> int:
+        """Queued items whose request still waits for them."""
+        return sum(1 for it in self._items if not it.future.done())
 
     def put(self, item: WorkItem) -> None:
         self._items.append(item)
         self._nonempty.set()
         self.full_batch_event.set()  # the forming batch re-checks: full, over budget, or nothing more on its way
-        self._metrics.queue_depth.set(len(self._items))
 
     def _pop_live(self) -> WorkItem | None:
         """Next item whose request still waits for it; abandoned ones (timed out, disconnected) are dropped."""
@@ -78,7 +84,6 @@ class BatchQueue:
     def drop_abandoned(self) -> None:
         if any(it.future.done() for it in self._items):
             self._items = collections.deque(it for it in self._items if not it.future.done())
-            self._metrics.queue_depth.set(len(self._items))
 
     def _fits(self, batch: list[WorkItem], item: WorkItem) -> bool:
         longest = max([it.prepared.duration_s for it in batch] + [item.prepared.duration_s])
@@ -117,7 +122,6 @@ class BatchQueue:
             self._nonempty.clear()
         if len(self._items) < self.max_batch_size:
             self.full_batch_event.clear()
-        self._metrics.queue_depth.set(len(self._items))
         return batch
 
 
