@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -42,6 +43,16 @@ from .timing import server_timing
 from .warmup import to_wav_bytes, warmup_samples
 
 log = logging.getLogger("asr_inference.app")
+
+_REQUEST_ID = re.compile(rb"[A-Za-z0-9._:/+=@-]{1,64}")
+
+
+def client_request_id(raw: bytes) -> str | None:
+    """The client's X-Request-Id if it is a plain token (it goes into logs and back as a header); anything else
+    (non-UTF-8 bytes, control characters, over 64 characters) is replaced rather than trusted or answered with 500."""
+    return raw.decode("ascii") if _REQUEST_ID.fullmatch(raw) else None
+
+
 access_log = logging.getLogger("asr_inference.access")
 TRANSCRIBE_PATH = "/v1/audio/transcriptions"
 CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
@@ -191,7 +202,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])
-        request_id = headers.get(b"x-request-id", b"").decode()[:64] or uuid.uuid4().hex
+        request_id = client_request_id(headers.get(b"x-request-id", b"")) or uuid.uuid4().hex
         ctx: dict[str, Any] = {"request_id": request_id, "t0": time.perf_counter(), "status": 500}
         scope.setdefault("state", {})["asr"] = ctx
         metrics = self.state.metrics

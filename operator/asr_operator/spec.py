@@ -116,7 +116,7 @@ class Autoscaling(_Model):
 
 class Rotation(_Model):
     max_size_mb: int = Field(default=50, ge=1, le=1024, alias="maxSizeMB")
-    max_files: int = Field(default=5, ge=0, le=50)
+    max_files: int = Field(default=5, ge=1, le=50)  # 0 would mean never rotate in Python: the volume fills
 
 
 class Logging(_Model):

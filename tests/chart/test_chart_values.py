@@ -93,7 +93,13 @@ OPEN_OBJECTS = {
     "#/properties/operator/properties/affinity",  # core/v1 Affinity, passed through
     "#/properties/operator/properties/extraEnv/items",  # core/v1 EnvVar (value / valueFrom)
     "#/properties/asrDeployments/items/properties/spec",  # validated by the CRD on apply
+    "#/properties/global",  # Helm's values shared with a parent chart: whatever the parent sets
 }
+
+
+def test_global_values_of_a_parent_chart_are_accepted(chart):
+    """A subchart receives its parent's `global`: a closed schema without it makes the chart unusable as one."""
+    chart.validate_schema(chart.merge_values({"global": {"imageRegistry": "registry.example", "any": {"x": 1}}}))
 
 
 def test_schema_closes_every_object_it_defines(chart_dir):

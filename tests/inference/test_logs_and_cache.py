@@ -106,3 +106,23 @@ def test_lru_cache_bounds_and_keys() -> None:
     off: LRUCache[str] = LRUCache(0)
     off.put("a", "1")
     assert off.get("a") is None and len(off) == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xff\xfe-not-utf8", b"has space", b"x" * 65, "caf\u00e9".encode()],
+    ids=["non-utf8", "space", "long", "latin"],
+)
+async def test_a_request_id_that_is_not_a_plain_token_is_replaced(
+    sensevoice_dir: Path, speech_files: dict[str, Path], raw: bytes
+) -> None:
+    """It goes into the logs and back as a header: non-UTF-8 bytes were a 500, other junk was echoed."""
+    async with serve(model=str(sensevoice_dir)) as (_, client):
+        response = await client.post(
+            "/v1/audio/transcriptions",
+            files={"file": ("a.wav", speech_files["digits_a.wav"].read_bytes())},
+            headers={"X-Request-ID": raw},
+        )
+    assert response.status_code == 200
+    replaced = response.headers["x-request-id"]
+    assert replaced.encode() != raw and len(replaced) == 32 and int(replaced, 16) >= 0

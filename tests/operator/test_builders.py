@@ -377,7 +377,7 @@ def test_security_context_is_locked_down() -> None:
     assert pod["automountServiceAccountToken"] is False
 
 
-@pytest.mark.parametrize(("size_mb", "files"), [(50, 5), (1, 0), (100, 3), (1024, 50)])
+@pytest.mark.parametrize(("size_mb", "files"), [(50, 5), (1, 1), (100, 3), (1024, 50)])
 def test_log_volume_fits_the_rotation(size_mb: int, files: int) -> None:
     spec = {"model": {"source": "builtin:demo"}, "device": "cpu",
             "logging": {"rotation": {"maxSizeMB": size_mb, "maxFiles": files}}}  # fmt: skip
