@@ -270,7 +270,7 @@ def test_metrics_are_registered_with_the_documented_names() -> None:
 
 def test_a_log_that_is_never_rotated_is_refused() -> None:
     """maxFiles 0 means "never rotate" to Python's RotatingFileHandler: the log volume fills and the pod is evicted."""
-    with pytest.raises(InvalidSpec, match="max_files|maxFiles"):
+    with pytest.raises(InvalidSpec, match=r"max_files|maxFiles"):
         parse_spec({"model": {"source": "x"}, "logging": {"rotation": {"maxFiles": 0}}})
     assert (
         parse_spec({"model": {"source": "x"}, "logging": {"rotation": {"maxFiles": 1}}}).logging.rotation.max_files == 1
