@@ -25,6 +25,7 @@ import soxr
 from .errors import InvalidAudio, PayloadTooLarge, UnsupportedMediaType
 
 SAMPLE_RATE = 16_000
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 384_000  # telephone-band to studio; anything else is a broken header
 MIN_AUDIO_S = 0.1  # shorter input (a truncated or lying header) makes funasr's frontend crash
 # Containers libsndfile reads; their magic bytes tell a corrupt file (400) from an unknown format (415).
 _SNDFILE_MAGIC = (b"RIFF", b"RF64", b"fLaC", b"OggS", b"FORM")
@@ -82,6 +83,8 @@ def decode(
     if not head:
         raise InvalidAudio("the uploaded file is empty")
     sndfile_type = head[:4] in _SNDFILE_MAGIC
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        _check_rate(_wav_declared_rate(f))  # before libsndfile/ffmpeg, which fail on 0 Hz with a vague message
     try:
         info = sf.info(f)
         f.seek(0)
@@ -96,6 +99,7 @@ def decode(
             ) from exc
         audio = _decode_ffmpeg(f, ffmpeg=ffmpeg, max_audio_s=max_audio_s, tmp_dir=tmp_dir)
     else:
+        _check_rate(info.samplerate)
         if info.frames > 0 and info.samplerate > 0 and info.frames / info.samplerate > max_audio_s:
             raise PayloadTooLarge(
                 f"audio is {info.frames / info.samplerate:.1f} s long; this server accepts at most {max_audio_s:g} s"
@@ -107,6 +111,28 @@ def decode(
         audio.close()
         raise
     return audio
+
+
+def _check_rate(rate: int | None) -> None:
+    """A header's rate outside what real audio uses (a 1 Hz header makes 1 s of samples read as hours) is refused."""
+    if rate is not None and not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise InvalidAudio(
+            f"unsupported sample rate {rate} Hz: this server accepts {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+        )
+
+
+def _wav_declared_rate(f: BinaryIO) -> int | None:
+    """The sample rate in a RIFF/WAVE file's `fmt ` chunk (None if there is none in the first 4 KiB)."""
+    head = f.read(4096)
+    f.seek(0)
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if chunk == b"fmt ":  # a well-formed one only (16/18/40 bytes); a garbled header is "could not decode"
+            ok = size in (16, 18, 40) and pos + 16 <= len(head)
+            return int.from_bytes(head[pos + 12 : pos + 16], "little") if ok else None
+        pos += 8 + size + (size & 1)
+    return None
 
 
 def _short(exc: BaseException) -> str:

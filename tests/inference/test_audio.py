@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import tracemalloc
 import wave
 from pathlib import Path
@@ -127,3 +128,24 @@ async def test_unsupported_format_without_ffmpeg_is_415(
         flac = await transcribe(client, speech_files["digits_b_22k.flac"])
     assert m4a.status_code == 415 and "ffmpeg" in m4a.json()["error"]["message"]
     assert flac.status_code == 200
+
+
+def _wav_declaring(rate: int, seconds: float = 1.0) -> bytes:
+    """16-bit mono PCM whose header claims `rate` (libsndfile cannot write the absurd ones itself)."""
+    data = np.zeros(int(16000 * seconds), dtype="<i2").tobytes()
+    fmt = struct.pack("<HHIIHH", 1, 1, rate, (rate * 2) & 0xFFFFFFFF, 2, 16)
+    body = b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt + b"data" + struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("rate", [0, 1, 3999, 384_001, 4_000_000_000])
+def test_absurd_sample_rates_are_refused_by_name(rate: int) -> None:
+    """1 Hz read 1 s of samples as 4.4 h (413); 0 and 4 GHz reached ffmpeg and came back as 'invalid data'."""
+    with pytest.raises(InvalidAudio, match=f"unsupported sample rate {rate} Hz"):
+        audio.decode(_wav_declaring(rate), max_audio_s=3600, ffmpeg=audio.find_ffmpeg())
+
+
+@pytest.mark.parametrize("rate", [4000, 8000, 384_000])
+def test_sample_rates_at_the_edges_are_accepted(rate: int) -> None:
+    decoded = audio.decode(_wav_declaring(rate, seconds=3.0), max_audio_s=3600, ffmpeg=None)
+    assert decoded.duration_s == pytest.approx(3 * 16000 / rate, rel=1e-3)

@@ -34,8 +34,14 @@ def test_matches_wavfrontend_on_speech(frontend, speech_files: dict[str, Path]) 
         reference, _ = frontend(wave[None], [len(samples)])
         ours = fast(wave)
         assert ours.shape == reference[0].shape
-        # features are CMVN-normalised (unit scale): float32 FFT differences stay far below anything audible
-        assert (ours - reference[0]).abs().max().item() < 1e-3, path.name
+        # Bounded by the features' own scale, not by one machine's FFT: float32 FFT/log rounding differs by CPU
+        # (max 1.27e-3 on an Intel Xeon with AVX-512, < 1e-3 on the AMD EPYC the old absolute bound was fitted
+        # on), at the large-magnitude log energies of near-silent frames. A real defect (window, mel bank, LFR,
+        # CMVN) moves features by O(scale); rounding stays ~1e-4 of it at the worst element, ~1e-6 on average.
+        diff = (ours - reference[0]).abs()
+        scale = reference[0].abs().max().item()
+        assert diff.max().item() <= 5e-4 * scale, path.name
+        assert diff.mean().item() <= 1e-5 * scale, path.name
         checked += 1
     assert checked >= 6
 
