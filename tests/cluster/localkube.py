@@ -47,7 +47,9 @@ class Kube:
     kubeconfig: pathlib.Path
     audit_log: pathlib.Path
 
-    def run(self, tool: str, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, tool: str, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         cmd = [str(self.bin / tool), f"--kubeconfig={self.kubeconfig}", *args]
         proc = subprocess.run(cmd, input=input, capture_output=True, text=True, timeout=180, check=False)
         if check and proc.returncode:
