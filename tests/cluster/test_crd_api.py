@@ -44,7 +44,10 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         _with(autoscaling={"enabled": True, "engine": "hpa", "minReplicas": 5, "maxReplicas": 2}),
         "autoscaling.minReplicas must be <= autoscaling.maxReplicas",
     ),
-    "keda-without-prometheus": (_with(autoscaling={"enabled": True}), "keda needs autoscaling.prometheus.serverAddress"),
+    "keda-without-prometheus": (
+        _with(autoscaling={"enabled": True}),
+        "keda needs autoscaling.prometheus.serverAddress",
+    ),
     "hub-local-with-id": ({"model": {"source": "iic/x", "hub": "local"}}, "needs model.source to be an absolute path"),
     "path-with-hub": ({"model": {"source": "/models/x", "hub": "modelscope"}}, "model.hub must be local or unset"),
     "demo-with-revision": ({"model": {"source": "builtin:demo", "revision": "v1"}}, "builtin:demo has no revision"),
@@ -132,4 +135,3 @@ def test_kubectl_scale_goes_through_the_scale_subresource(kube: Kube, ns: str) -
     assert kube.get("asrdeployment", "demo", ns)["spec"]["replicas"] == 3  # type: ignore[index]
     scale = json.loads(kube.kubectl("get", "asrd", "demo", "-n", ns, "--subresource=scale", "-o", "json").stdout)
     assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 3
-
