@@ -13,14 +13,21 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))  # localkube.py (no package here)
 
-from localkube import REPO, Kube, OperatorProcess, forbidden_calls, load_cluster_module, load_example
+from localkube import (
+    REPO,
+    Kube,
+    OperatorProcess,
+    StartOperator,
+    forbidden_calls,
+    load_cluster_module,
+)
 
 PLATFORM_NS = "asr-system"
 RELEASE = "asr-platform"  # the chart's fullname is then "asr-platform": ServiceAccount asr-platform
@@ -101,31 +108,6 @@ def ns(kube: Kube, request: pytest.FixtureRequest) -> Iterator[str]:
         kube.kubectl("patch", "asrdeployment", cr["metadata"]["name"], "-n", name, "--type=merge",
                      "-p", '{"metadata":{"finalizers":null}}', check=False)  # fmt: skip
     kube.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def prepare_example(kube: Kube, namespace: str, example: dict[str, Any]) -> dict[str, Any]:
-    """What a user creates before applying an example: the PVC it names (bound to a hostPath PV here)."""
-    pvc = ((example["spec"].get("model") or {}).get("cache") or {}).get("pvcName")
-    if pvc:
-        pv = f"{namespace}-{pvc}"[:63]
-        kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-                    "spec": {"capacity": {"storage": "50Gi"}, "accessModes": ["ReadWriteMany"],
-                             "storageClassName": "manual", "hostPath": {"path": f"/tmp/{pv}"},
-                             "claimRef": {"namespace": namespace, "name": pvc}}})  # fmt: skip
-        kube.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-                    "metadata": {"name": pvc, "namespace": namespace},
-                    "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "manual", "volumeName": pv,
-                             "resources": {"requests": {"storage": "50Gi"}}}})  # fmt: skip
-    example = dict(example)
-    example["metadata"] = {**example["metadata"], "namespace": namespace}
-    return example
-
-
-def example_in(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
-    return prepare_example(kube, namespace, load_example(name))
-
-
-StartOperator = Callable[..., OperatorProcess]
 
 
 @pytest.fixture()

@@ -224,3 +224,29 @@ def operator_writes(kube: Kube, username: str, namespaces: set[str], since: floa
         and ev["verb"] in WRITE_VERBS
         and (ev.get("objectRef") or {}).get("namespace") in namespaces
     ]
+
+
+# Shared by conftest and the tests: a test module cannot import `conftest` (another directory's wins on sys.path).
+def prepare_example(kube: Kube, namespace: str, example: dict[str, Any]) -> dict[str, Any]:
+    """What a user creates before applying an example: the PVC it names (bound to a hostPath PV here)."""
+    pvc = ((example["spec"].get("model") or {}).get("cache") or {}).get("pvcName")
+    if pvc:
+        pv = f"{namespace}-{pvc}"[:63]
+        kube.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+                    "spec": {"capacity": {"storage": "50Gi"}, "accessModes": ["ReadWriteMany"],
+                             "storageClassName": "manual", "hostPath": {"path": f"/tmp/{pv}"},
+                             "claimRef": {"namespace": namespace, "name": pvc}}})  # fmt: skip
+        kube.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": pvc, "namespace": namespace},
+                    "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "manual", "volumeName": pv,
+                             "resources": {"requests": {"storage": "50Gi"}}}})  # fmt: skip
+    example = dict(example)
+    example["metadata"] = {**example["metadata"], "namespace": namespace}
+    return example
+
+
+def example_in(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    return prepare_example(kube, namespace, load_example(name))
+
+
+StartOperator = Callable[..., OperatorProcess]

@@ -10,9 +10,10 @@ import signal
 from typing import Any
 
 import pytest
-from conftest import StartOperator, example_in
 from localkube import (
     Kube,
+    StartOperator,
+    example_in,
     owned_by,
     ready_status,
     wait_for,
