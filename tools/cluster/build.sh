@@ -34,8 +34,9 @@ cached() {
   local mod="$1" name="$2"
   [[ -x "$bin/$name" ]] || return 1
   [[ "$mod" != kubernetes ]] && return 0
-  if [[ "$name" == kubectl ]]; then "$bin/$name" version --client 2>/dev/null | grep -q "$version"
-  else "$bin/$name" --version 2>/dev/null | grep -q "$version"; fi
+  # grep without -q reads to the end: with -q it exits early, the binary dies of SIGPIPE and pipefail fails the check
+  if [[ "$name" == kubectl ]]; then "$bin/$name" version --client 2>/dev/null | grep -F "$version" >/dev/null
+  else "$bin/$name" --version 2>/dev/null | grep -F "$version" >/dev/null; fi
 }
 
 start=$SECONDS
