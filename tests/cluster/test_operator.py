@@ -184,7 +184,10 @@ def _one_set_of_children(kube: Kube, namespace: str, name: str) -> None:
     assert len(replicasets) == 1 and len(pods) == _desired_replicas(kube.get("asrd", name, namespace)["spec"])  # type: ignore[index]
 
 
-@pytest.mark.xfail(strict=True, reason="fails on the real cluster; cause not diagnosed yet (see the branch report)")
+@pytest.mark.xfail(
+    strict=False,  # flaky, not fixed: failed in one of two full runs (2026-12-03); an open defect, not a pass
+    reason="operator killed mid-reconcile sometimes does not converge to one set of children; cause not diagnosed",
+)
 def test_operator_killed_mid_reconcile_resumes_to_one_set_of_children(
     platform: Kube, ns: str, start_operator: StartOperator
 ) -> None:
