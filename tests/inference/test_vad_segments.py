@@ -9,9 +9,10 @@ import long_speech
 import numpy as np
 import pytest
 from asr_inference.vad import FRAME_S, VadParams, plan_speech_segments
+from requirements_check import import_or_skip
 from serving import serve, transcribe
 
-pytest.importorskip("silero_vad")
+import_or_skip("silero_vad", "it comes with the inference extra (pip install -e '.[inference]')")
 
 
 def test_plan_caps_length_and_merges_tiny_bursts() -> None:

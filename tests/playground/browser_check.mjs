@@ -68,10 +68,18 @@ async function main() {
     await page.setInputFiles("#file", config.corrupt);
     out.corrupt = await submitAndWait(page);
 
+    // Each wait is for the state asserted next, never for something that may already hold (the Transcribe button
+    // is enabled from the upload before): recording started, 3 s of audio handed over, the recording in place.
+    const recordState = (state) => page.waitForFunction((s) => document.body.dataset.record === s, state,
+      { timeout: TIMEOUT_MS });
     await page.click("#record");
-    await page.waitForTimeout(3000);
+    await recordState("recording");
+    await page.waitForFunction(() => {
+      const seconds = /^recording… (\d+) s$/.exec(document.getElementById("record-state").textContent);
+      return seconds !== null && Number(seconds[1]) >= 3;
+    }, null, { timeout: TIMEOUT_MS });
     await page.click("#record");
-    await page.waitForFunction(() => !document.getElementById("submit").disabled, null, { timeout: TIMEOUT_MS });
+    await recordState("recorded");
     out.recordState = await page.textContent("#record-state");
     out.recording = await submitAndWait(page);
   } finally {

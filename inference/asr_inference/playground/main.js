@@ -14,6 +14,12 @@ function setState(state) {
   document.body.dataset.state = state; // idle | busy | done | error (also what the browser test waits for)
 }
 
+// The microphone's state: idle | recording | recorded | error (the browser test waits for "recorded").
+function setRecordState(state, text) {
+  document.body.dataset.record = state;
+  $("record-state").textContent = text;
+}
+
 function showError(message) {
   $("error").textContent = message;
   $("error").hidden = !message;
@@ -74,22 +80,25 @@ async function onRecord() {
       const { blob, filename } = await recorder.stop();
       $("record").textContent = "● Record";
       $("record").classList.remove("recording");
-      $("record-state").textContent = `recorded ${(blob.size / 1024).toFixed(0)} KiB`;
       $("file").value = "";
       useAudio(blob, filename);
+      setRecordState("recorded", `recorded ${(blob.size / 1024).toFixed(0)} KiB`);
     } else {
       await recorder.start();
       $("record").textContent = "■ Stop";
       $("record").classList.add("recording");
-      $("record-state").textContent = "recording…";
+      setRecordState("recording", "recording…");
     }
   } catch (error) {
+    setRecordState("error", "");
     showError(`microphone: ${error.message}`);
   }
 }
 
 function init() {
   setState("idle");
+  setRecordState("idle", "");
+  recorder.onProgress = (seconds) => setRecordState("recording", `recording… ${seconds.toFixed(0)} s`);
   $("file").addEventListener("change", () => {
     const file = $("file").files[0];
     if (file) useAudio(file, file.name);

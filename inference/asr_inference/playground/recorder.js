@@ -1,9 +1,12 @@
 // Microphone recording with MediaRecorder: start() asks for the mic, stop() resolves with the recording.
 
+const SLICE_MS = 1000; // MediaRecorder hands over data every second: the page shows how much is recorded
+
 export class Recorder {
   constructor() {
     this.mediaRecorder = null;
     this.chunks = [];
+    this.onProgress = () => {}; // called with the seconds recorded so far
   }
 
   get recording() {
@@ -19,8 +22,9 @@ export class Recorder {
     this.mediaRecorder = new MediaRecorder(stream);
     this.mediaRecorder.addEventListener("dataavailable", (event) => {
       if (event.data.size > 0) this.chunks.push(event.data);
+      if (this.recording) this.onProgress((this.chunks.length * SLICE_MS) / 1000);
     });
-    this.mediaRecorder.start();
+    this.mediaRecorder.start(SLICE_MS);
   }
 
   // Resolves with {blob, filename}; the server decodes webm/ogg (opus) through ffmpeg.
