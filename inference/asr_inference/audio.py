@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import resource
 import shutil
 import subprocess
 import tempfile
@@ -22,7 +23,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .errors import InvalidAudio, PayloadTooLarge, UnsupportedMediaType
+from .errors import ASRError, InvalidAudio, PayloadTooLarge, UnsupportedMediaType
 
 SAMPLE_RATE = 16_000
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 384_000  # telephone-band to studio; anything else is a broken header
@@ -97,7 +98,12 @@ def decode(
                 "unsupported audio format: wav, flac and ogg are decoded natively; mp3, m4a, webm and others "
                 "need ffmpeg, which is not installed on this server"
             ) from exc
-        audio = _decode_ffmpeg(f, ffmpeg=ffmpeg, max_audio_s=max_audio_s, tmp_dir=tmp_dir)
+        try:
+            audio = _decode_ffmpeg(f, ffmpeg=ffmpeg, max_audio_s=max_audio_s, tmp_dir=tmp_dir)
+        except UnsupportedMediaType as unknown:
+            if sndfile_type:  # an audio container's magic over bytes nobody can read: damaged audio, not a format
+                raise InvalidAudio(f"could not decode audio: {_short(exc)}") from unknown
+            raise
     else:
         _check_rate(info.samplerate)
         if info.frames > 0 and info.samplerate > 0 and info.frames / info.samplerate > max_audio_s:
@@ -136,7 +142,14 @@ def _wav_declared_rate(f: BinaryIO) -> int | None:
 
 
 def _short(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    """libsndfile's reason without what it opened ("Error opening <file object or path>: ...")."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    first = text.splitlines()[0]
+    if first.startswith("Error opening ") and ": " in first:
+        first = first.rsplit(": ", 1)[1]
+    return first[:200]
 
 
 def _to_mono(block: np.ndarray) -> np.ndarray:
@@ -190,6 +203,54 @@ def _stream_to_memmap(blocks: Iterator[np.ndarray], rate: int, *, max_audio_s: f
         raise
 
 
+# ffmpeg guesses the input format from the content, and several of its demuxers open other files or URLs (concat,
+# HLS, DASH, image2, playlists): an upload must only ever be read as one of these audio/video containers. Names are
+# ffmpeg demuxer names; a demuxer with several names (mov,mp4,m4a,...) is allowed when any of them is listed.
+FFMPEG_FORMATS = (
+    "aac", "ac3", "aiff", "amr", "ape", "asf", "au", "avi", "caf", "eac3", "flac", "flv", "matroska", "mov", "mp3",
+    "mpeg", "mpegts", "ogg", "tta", "voc", "w64", "wav", "wv",
+)  # fmt: skip
+FFMPEG_CPU_S = 60  # CPU seconds one decode may use (RLIMIT_CPU): a hostile file cannot hold a core for long
+_FFMPEG_UNKNOWN = ("Format not on whitelist", "Invalid data found when processing input", "could not find codec")
+_FORMATS_HINT = "wav, flac, ogg/opus, mp3, m4a/mp4/aac, webm/mkv, wma, amr, aiff"
+
+
+def _ffmpeg_command(ffmpeg: str, src: str, dst: str, max_audio_s: float) -> list[str]:
+    return [
+        ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+        "-protocol_whitelist", "file", "-format_whitelist", ",".join(FFMPEG_FORMATS), "-i", src,
+        "-t", str(max_audio_s + 1), "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE),
+        "-f", "f32le", "-acodec", "pcm_f32le", dst,
+    ]  # fmt: skip
+
+
+def _run_capped(cmd: list[str], timeout_s: float) -> subprocess.CompletedProcess[bytes]:
+    """Run ffmpeg with a CPU-time limit set on the child right after it starts (prlimit, not a preexec_fn: this
+    runs in worker threads, where preexec_fn can deadlock)."""
+    with subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        with contextlib.suppress(OSError, AttributeError):  # gone already / not Linux: the wall-clock timeout holds
+            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (FFMPEG_CPU_S, FFMPEG_CPU_S))
+        try:
+            out, err = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _ffmpeg_failure(returncode: int, stderr: bytes) -> ASRError:
+    """The error for a failed decode. Never quotes ffmpeg's output: it names server paths."""
+    text = stderr.decode(errors="replace")
+    if any(marker in text for marker in _FFMPEG_UNKNOWN):
+        return UnsupportedMediaType(
+            f"unsupported media type: the upload is not audio in a format this server decodes ({_FORMATS_HINT})"
+        )
+    if returncode < 0 or "CPU time limit" in text:
+        return InvalidAudio("could not decode audio: the decoder ran out of time")
+    return InvalidAudio("could not decode audio: the file is damaged or holds no decodable audio stream")
+
+
 def _decode_ffmpeg(f: BinaryIO, *, ffmpeg: str, max_audio_s: float, tmp_dir: str | None) -> Audio:
     """Let ffmpeg do container + codec + resampling; raw f32le goes to a temp file that is memory-mapped."""
     with tempfile.NamedTemporaryFile(prefix="asr-upload-", dir=tmp_dir) as src:
@@ -197,20 +258,14 @@ def _decode_ffmpeg(f: BinaryIO, *, ffmpeg: str, max_audio_s: float, tmp_dir: str
         src.flush()
         fd, path = tempfile.mkstemp(prefix="asr-audio-", suffix=".f32", dir=tmp_dir)
         os.close(fd)
-        cmd = [
-            ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", src.name,
-            "-t", str(max_audio_s + 1), "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE),
-            "-f", "f32le", "-acodec", "pcm_f32le", path,
-        ]  # fmt: skip
         try:
-            proc = subprocess.run(cmd, capture_output=True, timeout=max(60.0, max_audio_s / 10), check=False)
+            proc = _run_capped(_ffmpeg_command(ffmpeg, src.name, path, max_audio_s), max(60.0, max_audio_s / 10))
         except subprocess.TimeoutExpired as exc:
             os.unlink(path)
-            raise InvalidAudio("ffmpeg took too long to decode the upload") from exc
+            raise InvalidAudio("could not decode audio: the decoder ran out of time") from exc
         if proc.returncode != 0:
             os.unlink(path)
-            msg = proc.stderr.decode(errors="replace").strip().splitlines()
-            raise InvalidAudio(f"could not decode audio: {msg[-1][:200] if msg else 'ffmpeg failed'}")
+            raise _ffmpeg_failure(proc.returncode, proc.stderr)
     size = os.path.getsize(path)
     if size == 0:
         os.unlink(path)
