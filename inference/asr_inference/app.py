@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import chunking, formats, model_source, playground, streaming
+from . import chunking, formats, model_source, playground, streaming, tempfiles
 from .backends import Backend, DecodeOptions, ModelInfo, create_backend
 from .config import Settings
 from .engine import Engine
@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tempfiles.sweep_stale()  # what servers killed before they could clean up left in the temp dir
         pool = ThreadPoolExecutor(max_workers=settings.decode_workers or _cpus(), thread_name_prefix="asr-decode")
         state.started_at = time.monotonic()
 

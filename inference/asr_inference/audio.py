@@ -24,6 +24,7 @@ import soundfile as sf
 import soxr
 
 from .errors import ASRError, InvalidAudio, PayloadTooLarge, UnsupportedMediaType
+from .tempfiles import process_temp_dir
 
 SAMPLE_RATE = 16_000
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 4_000, 384_000  # telephone-band to studio; anything else is a broken header
@@ -75,8 +76,10 @@ def decode(
 ) -> Audio:
     """Decode an upload (bytes, or a seekable binary file) to 16 kHz mono float32, validating it.
 
-    Raises InvalidAudio (400), UnsupportedMediaType (415) or PayloadTooLarge (413).
+    Raises InvalidAudio (400), UnsupportedMediaType (415) or PayloadTooLarge (413). Temp files go to `tmp_dir`,
+    by default this process' own directory (removed at exit, swept at the next start if the process was killed).
     """
+    tmp_dir = tmp_dir or process_temp_dir()
     f: BinaryIO = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
     f.seek(0)
     head = f.read(12)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import hashlib
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 
@@ -51,6 +52,14 @@ def sha256_of(f: BinaryIO) -> str:
         h.update(chunk)
     f.seek(0)
     return h.hexdigest()
+
+
+def _close_abandoned_ingest(work: concurrent.futures.Future[tuple[Any, ...]]) -> None:
+    if work.cancelled() or work.exception() is not None:
+        return
+    decoded = work.result()[2]
+    if decoded is not None:
+        decoded.close()
 
 
 class Transcriber:
@@ -98,7 +107,7 @@ class Transcriber:
         chunking = chunking or self.default_chunking
         use_cache = self.cache.max_entries > 0 and not trusted
         limit = 2**62 if trusted else self._max_upload_bytes
-        key, cached, decoded, prepared = await self._in_pool(self._ingest, upload, options, limit, use_cache, chunking)
+        key, cached, decoded, prepared = await self._ingest_in_pool(upload, options, limit, use_cache, chunking)
         if cached is not None:
             self.metrics.cache_hits_total.inc()
             if on_segment is not None:
@@ -117,6 +126,19 @@ class Transcriber:
         if use_cache:
             self.cache.put(key, transcript)
         return transcript, False
+
+    async def _ingest_in_pool(
+        self, upload: BinaryIO, options: DecodeOptions, limit: int, use_cache: bool, chunking: chunking_mod.Chunking
+    ) -> tuple[str, Transcript | None, audio_mod.Audio | None, Prepared | None]:
+        """`_ingest` in a worker thread. A client that hangs up cancels the await, not the thread: the decode then
+        finishes with no one to close its audio (a memory-mapped temp file as large as the upload decodes to), so
+        a done-callback closes it."""
+        work = self.pool.submit(self._ingest, upload, options, limit, use_cache, chunking)
+        try:
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            work.add_done_callback(_close_abandoned_ingest)
+            raise
 
     def _ingest(
         self, upload: BinaryIO, options: DecodeOptions, limit: int, use_cache: bool, chunking: chunking_mod.Chunking

@@ -76,7 +76,7 @@ async def test_hostile_corpus_gets_4xx_and_leaves_nothing_behind(tmp_path: Path,
     for response in responses[len(corpus) :]:
         if response.status_code != 200 or response.json()["text"] != EXPECTED:
             problems.append(f"a batch-mate was harmed: HTTP {response.status_code} {response.text[:200]}")
-    left = sorted(p.name for p in upload_dir.iterdir())
+    left = sorted(str(p.relative_to(upload_dir)) for p in upload_dir.rglob("*") if p.is_file())
     if left:
         problems.append(f"temp files left behind: {left}")
     assert not problems, "\n".join(problems)
