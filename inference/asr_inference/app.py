@@ -75,6 +75,11 @@ class ServerState:
     # serving 503s until a startup probe gives up
     on_load_failure: Callable[[str], None] | None = None
 
+    @property
+    def names(self) -> list[str]:
+        """Every name this server answers to; the first is its id."""
+        return self.settings.served_names or [self.model_name]
+
 
 def _cpus() -> int:
     return len(os.sched_getaffinity(0))
@@ -320,7 +325,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         check_auth(request)
         return {
             "object": "list",
-            "data": [{"id": state.model_name, "object": "model", "created": 0, "owned_by": "asr-platform"}],
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "asr-platform"} for name in state.names],
         }
 
     hub = RealtimeHub(settings, state.metrics)
@@ -356,8 +361,8 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         ctx = request.scope["state"]["asr"]
         if not state.ready.is_set() or state.transcriber is None or state.engine is None:
             raise NotReady()
-        if model and model != state.model_name:
-            raise ModelNotFound(f"model {model!r} is not served here; this server serves {state.model_name!r}")
+        if model and settings.strict_model_name and model not in state.names:
+            raise ModelNotFound(f"model {model!r} is not served here; this server serves {', '.join(state.names)}")
         if response_format not in formats.RESPONSE_FORMATS:
             raise InvalidRequest(
                 f"response_format must be one of {', '.join(formats.RESPONSE_FORMATS)}, not {response_format!r}"

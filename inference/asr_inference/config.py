@@ -150,7 +150,12 @@ class Settings(BaseSettings):
     `--no-playground` (or ASR_PLAYGROUND=false) turns it off: both paths answer 404."""
 
     served_model_name: str | None = None
-    """Name reported by /v1/models and accepted in the `model` form field; default: the model directory's name."""
+    """Names this server answers to, comma-separated (e.g. `sensevoice,whisper-1`): the first is its id in responses,
+    all are listed by /v1/models. Default: the model directory's name."""
+
+    strict_model_name: bool = False
+    """Refuse (404 model_not_found) a request whose `model` is none of the served names. Off (the default), a server
+    with one model answers any `model`: OpenAI's SDK examples, Open WebUI and LiteLLM send `whisper-1`."""
 
     stream_max_sessions: int = Field(100, ge=0)
     """Most concurrent realtime WebSocket sessions; one more is closed at once with a `server_busy` error."""
@@ -163,6 +168,12 @@ class Settings(BaseSettings):
 
     stream_max_pending: int = Field(4, ge=1)
     """Finished utterances of one realtime session waiting for text; past this its socket is not read (backpressure)."""
+
+    @property
+    def served_names(self) -> list[str]:
+        """`served_model_name` split on commas (empty when unset)."""
+        names = [n.strip() for n in (self.served_model_name or "").split(",")]
+        return list(dict.fromkeys(n for n in names if n))
 
     @field_validator("device")
     @classmethod

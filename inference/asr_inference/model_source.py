@@ -28,6 +28,11 @@ class ModelSource:
     name: str  # served model name
 
 
+def _first(settings: Settings) -> str | None:
+    names = settings.served_names
+    return names[0] if names else None
+
+
 def resolve(settings: Settings) -> ModelSource:
     model = settings.model
     if model is None or model == BUILTIN_DEMO:
@@ -36,12 +41,12 @@ def resolve(settings: Settings) -> ModelSource:
                 f"the embedded demo model is missing ({DEMO_MODEL_DIR} has no model.pt): build it with "
                 "tools/demo_model (see its README) or pass --model <local model directory>"
             )
-        return ModelSource(str(DEMO_MODEL_DIR), True, None, settings.served_model_name or "asr-demo")
+        return ModelSource(str(DEMO_MODEL_DIR), True, None, _first(settings) or "asr-demo")
     expanded = os.path.expanduser(model)
     if os.path.isdir(expanded):
         path = str(Path(expanded).resolve())
         _check_local_dir(path)
-        return ModelSource(path, True, None, settings.served_model_name or Path(path).name)
+        return ModelSource(path, True, None, _first(settings) or Path(path).name)
     path_like = model.startswith(("/", "./", "../", "~", ".\\")) or model.endswith("/") or model.count("/") != 1
     if path_like or settings.hub == "local":
         raise ModelLoadError(
@@ -50,7 +55,7 @@ def resolve(settings: Settings) -> ModelSource:
             "'iic/SenseVoiceSmall' with --hub modelscope|huggingface."
         )
     hub = "hf" if settings.hub == "huggingface" else "ms"
-    return ModelSource(model, False, hub, settings.served_model_name or model.split("/")[-1])
+    return ModelSource(model, False, hub, _first(settings) or model.split("/")[-1])
 
 
 def _check_local_dir(path: str) -> None:

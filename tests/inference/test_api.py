@@ -42,14 +42,33 @@ async def test_warmup_runs_a_full_batch_through_the_whole_path(sensevoice_dir: P
     assert "asr_model_ready 1.0" in text
 
 
-async def test_models_endpoint_and_model_name_check(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
-    async with serve(model=str(sensevoice_dir), served_model_name="sv-tiny") as (_, client):
+async def test_any_model_name_is_served_and_every_alias_listed(
+    sensevoice_dir: Path, speech_files: dict[str, Path]
+) -> None:
+    """OpenAI clients send `model="whisper-1"` (the SDK's examples, Open WebUI, LiteLLM): a one-model server answers
+    it and reports its own id; /v1/models lists every alias of --served-model-name."""
+    async with serve(model=str(sensevoice_dir), served_model_name="sv-tiny, whisper-1") as (_, client):
         models = (await client.get("/v1/models")).json()
-        wrong = await transcribe(client, speech_files["digits_a.wav"], model="whisper-1")
+        whisper = await transcribe(
+            client, speech_files["digits_a.wav"], model="whisper-1", response_format="verbose_json"
+        )
+        other = await transcribe(client, speech_files["digits_a.wav"], model="gpt-4o-transcribe")
         right = await transcribe(client, speech_files["digits_a.wav"], model="sv-tiny")
-    assert [m["id"] for m in models["data"]] == ["sv-tiny"]
+    assert [m["id"] for m in models["data"]] == ["sv-tiny", "whisper-1"]
+    assert whisper.status_code == 200 and whisper.json()["model"] == "sv-tiny"
+    assert other.status_code == 200 and other.json()["text"] == right.json()["text"]
+
+
+async def test_strict_model_name_refuses_other_names(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
+    async with serve(model=str(sensevoice_dir), served_model_name="sv-tiny,whisper-1", strict_model_name=True) as (
+        _,
+        client,
+    ):
+        wrong = await transcribe(client, speech_files["digits_a.wav"], model="gpt-4o-transcribe")
+        alias = await transcribe(client, speech_files["digits_a.wav"], model="whisper-1")
     assert wrong.status_code == 404 and wrong.json()["error"]["code"] == "model_not_found"
-    assert right.status_code == 200
+    assert "sv-tiny, whisper-1" in wrong.json()["error"]["message"]
+    assert alias.status_code == 200
 
 
 async def test_response_formats(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
@@ -140,12 +159,14 @@ async def test_official_openai_client(sensevoice_dir: Path, speech_files: dict[s
         text_only = await client.audio.transcriptions.create(
             model="sensevoice-tiny", file=speech_files["digits_b.wav"].open("rb"), response_format="text"
         )
-        with pytest.raises(openai.NotFoundError) as not_found:
-            await client.audio.transcriptions.create(model="whisper-1", file=speech_files["digits_b.wav"].open("rb"))
+        # unchanged client code written for OpenAI: model="whisper-1" is answered by this server
+        whisper = await client.audio.transcriptions.create(
+            model="whisper-1", file=speech_files["digits_b.wav"].open("rb")
+        )
         await http.aclose()
     assert [m.id for m in models.data] == ["sensevoice-tiny"]
     assert plain.text and verbose.text == plain.text and text_only.strip() == plain.text
     assert verbose.duration == pytest.approx(sf.info(speech_files["digits_b.wav"]).duration, abs=0.002)
     assert verbose.segments and verbose.segments[0].text == plain.text
     assert verbose.words and verbose.words[0].start >= 0
-    assert not_found.value.status_code == 404
+    assert whisper.text == plain.text
