@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import HTTPConnection
@@ -27,12 +26,11 @@ from . import chunking, formats, model_source, playground, streaming, tempfiles
 from .backends import Backend, DecodeOptions, ModelInfo, create_backend
 from .config import Settings
 from .engine import Engine
+from .error_handlers import install_error_handlers
 from .errors import (
-    ASRError,
     InvalidRequest,
     ModelNotFound,
     NotReady,
-    PayloadTooLarge,
     RequestTimeout,
     Unauthorized,
 )
@@ -40,6 +38,7 @@ from .metrics import Metrics
 from .pipeline import Transcriber
 from .realtime import KEY_SUBPROTOCOL, RealtimeHub
 from .timing import server_timing
+from .upload_guard import UploadGuard, api_key_matches
 from .warmup import to_wav_bytes, warmup_samples
 
 log = logging.getLogger("asr_inference.app")
@@ -171,37 +170,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="asr-platform inference server", version="0.1.0", lifespan=lifespan)
     app.state.asr = state
+    # inner first: the guard sees only transcription uploads, inside the request's log line and metrics
+    app.add_middleware(
+        UploadGuard, path=TRANSCRIBE_PATH, api_key=settings.api_key, max_upload_mb=settings.max_upload_mb,
+        upload_timeout_s=settings.upload_timeout_s,
+    )  # fmt: skip
     app.add_middleware(RequestContextMiddleware, state=state)
-    _install_error_handlers(app)
+    install_error_handlers(app)
     _add_routes(app, state)
     playground.install(app, state)  # / and /playground unless --no-playground
     return app
 
 
-# ---------------------------------------------------------------------------------------------- errors
-def _install_error_handlers(app: FastAPI) -> None:
-    """The one place typed exceptions become HTTP: status + `{"error": {"message", "type", "code"}}`."""
-
-    @app.exception_handler(ASRError)
-    async def _asr_error(request: Request, exc: ASRError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
-        err = InvalidRequest(f"invalid request: {problems}")
-        return JSONResponse(err.body(), status_code=err.status_code)
-
-
 # ---------------------------------------------------------------------------------------------- middleware
 class RequestContextMiddleware:
-    """Pure ASGI (keeps `receive` intact for disconnect detection): request id, early 413 on Content-Length,
-    one JSON log line per transcription request, `asr_requests_total{code}` and request latency."""
+    """Pure ASGI (keeps `receive` intact for disconnect detection): request id, one JSON log line per
+    transcription request, `asr_requests_total{code}` and request latency. Size, key and stall: `UploadGuard`."""
 
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self.state = state
-        self.limit = int(state.settings.max_upload_mb * 2**20) + 64 * 1024  # multipart overhead
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != TRANSCRIBE_PATH:
@@ -227,12 +215,7 @@ class RequestContextMiddleware:
         if self.state.engine is not None:
             ctx["arrival"] = self.state.engine.arrive()  # batches wait for it while it uploads
         try:
-            length = int(headers.get(b"content-length", b"0") or 0)
-            if length > self.limit:
-                err = PayloadTooLarge(f"upload exceeds {self.state.settings.max_upload_mb:g} MB")
-                await JSONResponse(err.body(), status_code=err.status_code)(scope, receive, send_wrapper)
-            else:
-                await self.app(scope, receive, send_wrapper)
+            await self.app(scope, receive, send_wrapper)
         finally:
             if "arrival" in ctx:
                 ctx["arrival"].release()
@@ -273,9 +256,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     def check_auth(request: HTTPConnection) -> None:
         if settings.api_key is None:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or token.strip() != settings.api_key:
+        if not api_key_matches(settings.api_key, request.headers.get("authorization", "")):
             raise Unauthorized()
 
     @app.get("/healthz", include_in_schema=False)
@@ -334,7 +315,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     async def realtime(websocket: WebSocket) -> None:
         def authorized() -> bool:
             keys = [p.removeprefix(KEY_SUBPROTOCOL) for p in websocket.scope.get("subprotocols", [])]
-            if settings.api_key is not None and settings.api_key in keys:
+            if settings.api_key is not None and any(api_key_matches(settings.api_key, f"Bearer {k}") for k in keys):
                 return True  # browsers cannot set headers on a WebSocket: OpenAI's key subprotocol
             try:
                 check_auth(websocket)

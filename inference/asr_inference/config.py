@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0)
     """A request still unanswered after this long gets 504 and its queued items are dropped."""
 
+    upload_timeout_s: float = Field(30.0, gt=0)
+    """A transcription upload that sends no data for this long is cut off (408 upload_timeout): a stalled client
+    cannot hold a connection and its spooled body."""
+
     max_upload_mb: float = Field(200.0, gt=0)
     """Largest accepted upload in MiB (413 above); spooled to disk, never held in memory whole."""
 

@@ -49,6 +49,28 @@ class PayloadTooLarge(ASRError):
     code = "payload_too_large"
 
 
+class UploadTimeout(ASRError):
+    """The request body stalled: no data for upload_timeout_s."""
+
+    status_code = 408
+    type = "invalid_request_error"
+    code = "upload_timeout"
+
+
+class ClientClosed(ASRError):
+    """The client hung up during the upload (nginx's 499; only logged and counted, nobody reads the answer)."""
+
+    status_code = 499
+    type = "invalid_request_error"
+    code = "client_closed_request"
+
+
+class MethodNotAllowed(ASRError):
+    status_code = 405
+    type = "invalid_request_error"
+    code = "method_not_allowed"
+
+
 class Unauthorized(ASRError):
     status_code = 401
     type = "authentication_error"

@@ -1,0 +1,95 @@
+"""The transcription upload's guard, before a byte of the body is parsed: the API key from the headers (a wrong key
+with a large or stalled body gets 401 at once), the size limit counted while the body streams in (a chunked body
+has no Content-Length to check up front), a read timeout for a stalled body, and a client that hangs up during the
+upload counted as 499 (not the 400 of a body that failed to parse).
+
+Pure ASGI. The limits act inside `receive`: the exception it raises is a Starlette HTTPException, which FastAPI's
+body parsing passes on unchanged (any other exception there becomes a 400), so the app's one error mapping renders
+it in the envelope and the response closes the connection (the rest of the body is never read)."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import ASRError, ClientClosed, PayloadTooLarge, Unauthorized, UploadTimeout
+
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and form fields around the file
+
+
+class BodyRefused(HTTPException):
+    """Raised from `receive`: carries the typed error to render."""
+
+    def __init__(self, error: ASRError) -> None:
+        super().__init__(status_code=error.status_code, detail=error.message, headers={"connection": "close"})
+        self.error = error
+
+
+def api_key_matches(api_key: str | None, authorization: str) -> bool:
+    """`Authorization: Bearer <api_key>`, compared in constant time."""
+    if api_key is None:
+        return True
+    scheme, _, token = authorization.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+
+
+class UploadGuard:
+    def __init__(
+        self, app: ASGIApp, *, path: str, api_key: str | None, max_upload_mb: float, upload_timeout_s: float
+    ) -> None:
+        self.app = app
+        self.path = path
+        self.api_key = api_key
+        self.max_upload_mb = max_upload_mb
+        self.limit = int(max_upload_mb * 2**20) + MULTIPART_OVERHEAD
+        self.timeout_s = upload_timeout_s
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.path:
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        if not api_key_matches(self.api_key, headers.get(b"authorization", b"").decode("latin-1")):
+            err = Unauthorized()
+            await JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)(scope, receive, send)
+            return
+        length = headers.get(b"content-length", b"").strip()
+        if length.isdigit() and int(length) > self.limit:
+            await self._refuse(self._too_large(), scope, receive, send)
+            return
+        await self.app(scope, self._guarded(scope, receive), send)
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"upload exceeds {self.max_upload_mb:g} MB")
+
+    async def _refuse(self, error: ASRError, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = {**error.headers, "connection": "close"}
+        await JSONResponse(error.body(), status_code=error.status_code, headers=headers)(scope, receive, send)
+
+    def _guarded(self, scope: Scope, receive: Receive) -> Receive:
+        received = 0
+        body_done = False
+
+        async def guarded_receive() -> Message:
+            nonlocal received, body_done
+            if body_done:  # after the body: the route waits for the disconnect, for as long as it takes
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                raise BodyRefused(UploadTimeout(f"the upload stalled: no data for {self.timeout_s:g} s")) from None
+            if message["type"] == "http.disconnect":
+                scope.setdefault("state", {}).setdefault("asr", {})["override_status"] = ClientClosed.status_code
+                raise BodyRefused(ClientClosed("the client closed the connection during the upload"))
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
+                if received > self.limit:
+                    raise BodyRefused(self._too_large())
+            return message
+
+        return guarded_receive

@@ -1,0 +1,103 @@
+"""The upload guard behind real uvicorn, over raw sockets: a chunked body over the limit is answered 413 at the limit
+(not read to the end), a stalled body is cut (408), a wrong key is answered before the body, a client that hangs up
+during the upload is a 499; Starlette's own errors come in the one envelope."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+from asr_inference.upload_guard import api_key_matches
+from serving import BOUNDARY, host_port, metric, metric_samples, request_head, serve, serve_http
+
+MB = 2**20
+ANSWER_WITHIN_S = 60  # bounds a hang only: the server must answer without the rest of the body
+
+
+def _part_head() -> bytes:
+    return (
+        f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\n"
+    ).encode()
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], dict]:
+    """Status, headers and JSON body of the answer (read until the server closes or the body is complete)."""
+    async with asyncio.timeout(ANSWER_WITHIN_S):
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        body = await reader.readexactly(int(headers["content-length"]))
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+async def test_chunked_body_over_the_limit_is_413_without_reading_the_rest() -> None:
+    async with serve_http(max_upload_mb=1) as (_app, base):
+        reader, writer = await asyncio.open_connection(*host_port(base))
+        writer.write(request_head(None) + _chunk(_part_head()))
+        for _ in range(3 * 16):  # 3 MiB in 64 KiB chunks, then the client stops without ending the body
+            writer.write(_chunk(b"\0" * (64 * 1024)))
+        await writer.drain()
+        status, headers, body = await _response(reader)
+        writer.close()
+    assert status == 413 and body["error"]["code"] == "payload_too_large"
+    assert headers.get("connection") == "close"
+
+
+async def test_stalled_upload_is_cut_by_the_read_timeout() -> None:
+    async with serve_http(upload_timeout_s=1) as (_app, base):
+        reader, writer = await asyncio.open_connection(*host_port(base))
+        writer.write(request_head(1 * MB) + _part_head() + b"RIFF")  # promises 1 MiB, sends 4 bytes of it
+        await writer.drain()
+        status, _, body = await _response(reader)
+        writer.close()
+    assert status == 408 and body["error"]["code"] == "upload_timeout"
+
+
+async def test_wrong_key_is_answered_before_the_body() -> None:
+    async with serve_http(api_key="right-key", upload_timeout_s=600) as (_app, base):
+        reader, writer = await asyncio.open_connection(*host_port(base))
+        writer.write(request_head(10 * MB, extra="Authorization: Bearer wrong-key\r\n") + _part_head())
+        await writer.drain()  # 10 MiB promised, none of it sent: only the headers can have decided
+        status, headers, body = await _response(reader)
+        writer.close()
+    assert status == 401 and body["error"]["code"] == "invalid_api_key"
+    assert headers.get("www-authenticate") == "Bearer"
+
+
+async def test_client_hanging_up_during_the_upload_is_499() -> None:
+    async with serve_http(upload_timeout_s=600) as (app, base):
+        _, writer = await asyncio.open_connection(*host_port(base))
+        writer.write(request_head(1 * MB) + _part_head() + b"\0" * 4096)
+        await writer.drain()
+        writer.close()
+        registry = app.state.asr.metrics.registry
+        async with asyncio.timeout(ANSWER_WITHIN_S):
+            while registry.get_sample_value("asr_requests_total", {"code": "499"}) != 1:
+                await asyncio.sleep(0.02)
+        async with httpx.AsyncClient(base_url=base) as client:
+            samples = await metric_samples(client)
+    assert metric(samples, "asr_requests_total", code="400") == 0
+
+
+async def test_starlettes_own_errors_use_the_envelope(sensevoice_dir: Path) -> None:
+    async with serve(model=str(sensevoice_dir)) as (_app, client):
+        missing = await client.get("/v1/no-such-thing")
+        wrong_method = await client.get("/v1/audio/transcriptions")
+    for response, status, code in ((missing, 404, "not_found"), (wrong_method, 405, "method_not_allowed")):
+        assert response.status_code == status
+        assert response.json() == {"error": {"message": response.json()["error"]["message"],
+                                             "type": response.json()["error"]["type"], "code": code}}  # fmt: skip
+
+
+def test_api_key_comparison() -> None:
+    assert api_key_matches(None, "")
+    assert api_key_matches("k-1", "Bearer k-1") and api_key_matches("k-1", "bearer  k-1 ")
+    assert not api_key_matches("k-1", "Bearer k-2") and not api_key_matches("k-1", "Basic k-1")
+    assert not api_key_matches("k-1", "") and not api_key_matches("k-1", "Bearer ")
