@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import chunking, formats, model_source, playground, streaming, tempfiles
+from . import api_docs, chunking, formats, model_source, playground, streaming, tempfiles
 from .backends import Backend, DecodeOptions, ModelInfo, create_backend
 from .config import Settings
 from .engine import Engine
@@ -168,7 +168,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             pool.shutdown(wait=False, cancel_futures=True)
             metrics.model_ready.set(0)
 
-    app = FastAPI(title="asr-platform inference server", version="0.1.0", lifespan=lifespan)
+    app = FastAPI(
+        title="asr-platform inference server", version="0.1.0", lifespan=lifespan,
+        docs_url=None, redoc_url=None, openapi_url=None,  # api_docs serves them, behind the key when one is set
+    )  # fmt: skip
     app.state.asr = state
     # inner first: the guard sees only transcription uploads, inside the request's log line and metrics
     app.add_middleware(
@@ -179,6 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     _add_routes(app, state)
     playground.install(app, state)  # / and /playground unless --no-playground
+    api_docs.install(app, settings)
     return app
 
 
@@ -326,7 +330,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         ready = state.transcriber if state.ready.is_set() else None
         await hub.handle(websocket, ready, state.model_name, authorized)
 
-    @app.post(TRANSCRIBE_PATH, response_model=None)
+    @app.post(TRANSCRIBE_PATH, response_model=None, responses=api_docs.error_responses(api_docs.TRANSCRIBE_ERRORS))
     async def transcriptions(
         request: Request,
         file: Annotated[UploadFile, File(description="Audio file")],
@@ -339,6 +343,8 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         stream: Annotated[bool, Form()] = False,
     ) -> Response:
         check_auth(request)
+        if (parts := len((await request.form()).getlist("file"))) > 1:  # parsed already: FastAPI keeps the form
+            raise InvalidRequest(f"send one `file` part; this request has {parts}")
         ctx = request.scope["state"]["asr"]
         if not state.ready.is_set() or state.transcriber is None or state.engine is None:
             raise NotReady()

@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     api_key: str | None = None
     """When set, every /v1 request needs `Authorization: Bearer <api_key>`. Health and metrics stay open."""
 
+    public_docs: bool = False
+    """Serve /docs and /openapi.json without the API key. Off, they need `api_key` like /v1 (when one is set)."""
+
     playground: bool = True
     """Serve the built-in web playground at / and /playground (static page; its API calls still need `api_key`).
     `--no-playground` (or ASR_PLAYGROUND=false) turns it off: both paths answer 404."""

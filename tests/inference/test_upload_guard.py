@@ -101,3 +101,29 @@ def test_api_key_comparison() -> None:
     assert api_key_matches("k-1", "Bearer k-1") and api_key_matches("k-1", "bearer  k-1 ")
     assert not api_key_matches("k-1", "Bearer k-2") and not api_key_matches("k-1", "Basic k-1")
     assert not api_key_matches("k-1", "") and not api_key_matches("k-1", "Bearer ")
+
+
+async def test_api_description_and_head(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
+    """The OpenAPI document lists the statuses the endpoint returns, in the envelope, and no 422; /docs and
+    /openapi.json need the key when one is set (--public-docs opens them); HEAD is answered where GET is; a second
+    `file` part is a 400, not silently the last one."""
+    key = {"Authorization": "Bearer k-1"}
+    clip = speech_files["digits_a.wav"].read_bytes()
+    async with serve(model=str(sensevoice_dir), api_key="k-1") as (_app, client):
+        closed = [(await client.get(p)).status_code for p in ("/openapi.json", "/docs")]
+        doc = (await client.get("/openapi.json", headers=key)).json()
+        docs_page = await client.get("/docs", headers=key)
+        heads = {p: (await client.head(p, headers=key)).status_code for p in ("/healthz", "/readyz", "/v1/models")}
+        two_files = await client.post(
+            "/v1/audio/transcriptions", headers=key, files=[("file", ("a.wav", clip)), ("file", ("b.wav", clip))]
+        )
+    async with serve(model=str(sensevoice_dir), api_key="k-1", public_docs=True) as (_app, client):
+        public = [(await client.get(p)).status_code for p in ("/openapi.json", "/docs")]
+    assert closed == [401, 401] and public == [200, 200] and docs_page.status_code == 200
+    responses = doc["paths"]["/v1/audio/transcriptions"]["post"]["responses"]
+    assert {"400", "401", "404", "413", "415", "429", "503", "504"} <= set(responses) and "422" not in responses
+    assert responses["415"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}
+    assert doc["components"]["schemas"]["Error"]["required"] == ["error"]
+    assert not [p for p, ops in doc["paths"].items() for o in ops.values() if "422" in o.get("responses", {})]
+    assert heads == {"/healthz": 200, "/readyz": 200, "/v1/models": 200}
+    assert two_files.status_code == 400 and "one `file` part" in two_files.json()["error"]["message"]

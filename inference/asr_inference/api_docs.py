@@ -1,0 +1,92 @@
+"""The API's own description: /openapi.json and /docs (behind the API key when one is set, unless --public-docs),
+the error statuses the transcription endpoint really returns (in the one envelope; no 422, which it never sends),
+and HEAD wherever GET is answered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
+
+from .config import Settings
+from .errors import Unauthorized
+from .upload_guard import api_key_matches
+
+ENVELOPE = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["message", "type", "code"],
+            "properties": {"message": {"type": "string"}, "type": {"type": "string"}, "code": {"type": "string"}},
+        }
+    },
+}
+TRANSCRIBE_ERRORS = {
+    400: "invalid request or audio (empty, damaged, too short, non-finite samples; a second `file` part)",
+    401: "missing or wrong API key",
+    404: "unknown `model` (only with --strict-model-name)",
+    408: "the upload stalled for --upload-timeout-s",
+    413: "upload over --max-upload-mb or audio over --max-audio-s",
+    415: "not audio in a format this server decodes",
+    429: "queue full (Retry-After)",
+    503: "model not loaded yet (Retry-After)",
+    504: "not finished within --request-timeout-s",
+}
+
+
+def error_responses(statuses: dict[int, str]) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route: each status with its meaning and the error envelope."""
+    return {
+        status: {
+            "description": text,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+        }
+        for status, text in statuses.items()
+    }
+
+
+def _schema(app: FastAPI) -> dict[str, Any]:
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for path in doc.get("paths", {}).values():
+            path.pop("head", None)
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        schemas["Error"] = ENVELOPE
+        app.openapi_schema = doc
+    return app.openapi_schema
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """Call after every route is added (HEAD is added to the GET routes that exist then)."""
+    protected = settings.api_key is not None and not settings.public_docs
+
+    def check_auth(request: Request) -> None:
+        if not api_key_matches(settings.api_key, request.headers.get("authorization", "")):
+            raise Unauthorized()
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request) -> JSONResponse:
+        if protected:
+            check_auth(request)
+        return JSONResponse(_schema(app))
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        if protected:
+            check_auth(request)
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} — API")
+
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
+            route.methods.add("HEAD")
