@@ -55,6 +55,8 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
     """How `asr-serve` runs the app (tests run the same config in-process)."""
     import uvicorn
 
+    from .http_protocol import protocol_with_header_cap
+
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -63,6 +65,7 @@ def uvicorn_config(app: Any, settings: Settings) -> uvicorn.Config:
         access_log=False,  # one line per request comes from our middleware
         timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
         timeout_keep_alive=30,
+        http=protocol_with_header_cap(settings.max_header_kb),  # httptools, with a cap on the request head
     )
 
 

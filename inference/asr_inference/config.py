@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(120.0, gt=0)
     """A request still unanswered after this long gets 504 and its queued items are dropped."""
 
+    max_header_kb: int = Field(64, ge=8)
+    """Largest request head (request line + headers) in KiB; past it the connection gets 431 and is closed."""
+
     upload_timeout_s: float = Field(30.0, gt=0)
     """A transcription upload that sends no data for this long is cut off (408 upload_timeout): a stalled client
     cannot hold a connection and its spooled body."""

@@ -65,6 +65,12 @@ class ClientClosed(ASRError):
     code = "client_closed_request"
 
 
+class HeadersTooLarge(ASRError):
+    status_code = 431
+    type = "invalid_request_error"
+    code = "headers_too_large"
+
+
 class MethodNotAllowed(ASRError):
     status_code = 405
     type = "invalid_request_error"

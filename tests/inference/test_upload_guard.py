@@ -5,6 +5,7 @@ during the upload is a 499; Starlette's own errors come in the one envelope."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
@@ -127,3 +128,26 @@ async def test_api_description_and_head(sensevoice_dir: Path, speech_files: dict
     assert not [p for p, ops in doc["paths"].items() for o in ops.values() if "422" in o.get("responses", {})]
     assert heads == {"/healthz": 200, "/readyz": 200, "/v1/models": 200}
     assert two_files.status_code == 400 and "one `file` part" in two_files.json()["error"]["message"]
+
+
+async def test_request_head_over_the_cap_is_431_and_closed() -> None:
+    async with serve_http(max_header_kb=16) as (_app, base):
+        reader, writer = await asyncio.open_connection(*host_port(base))
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 8000 + b"\r\n")
+        await writer.drain()
+        for i in range(40):  # 40 more headers of 1 KiB, the head never ends: only the cap can answer
+            writer.write(f"X-More-{i}: ".encode() + b"b" * 1024 + b"\r\n")
+        await writer.drain()
+        status, headers, body = await _response(reader)
+        # closed by the server: end of stream, or a reset (it did not read what we sent)
+        async with asyncio.timeout(ANSWER_WITHIN_S):
+            with contextlib.suppress(ConnectionResetError):
+                assert await reader.read() == b""
+        writer.close()
+        reader, writer = await asyncio.open_connection(*host_port(base))  # a head under the cap is served
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8000 + b"\r\n\r\n")
+        await writer.drain()
+        ok, _, _ = await _response(reader)
+        writer.close()
+    assert status == 431 and body["error"]["code"] == "headers_too_large" and headers["connection"] == "close"
+    assert ok == 200
