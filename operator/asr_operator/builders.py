@@ -226,6 +226,33 @@ def initial_replicas(spec: ASRDeploymentSpec) -> int:
     return spec.replicas
 
 
+def _tolerations(asr: ASR) -> list[dict[str, Any]]:
+    """The spec's tolerations, plus the GPU resource's taint for GPU pods: GPU nodes are commonly tainted with it,
+    and clusters with the ExtendedResourceToleration admission plugin add this toleration themselves."""
+    out = [t.model_dump(by_alias=True, exclude_none=True) for t in asr.spec.pod.tolerations]
+    gpu = asr.spec.resources.gpu_resource_name
+    if asr.spec.gpus and not any(
+        t.get("key") == gpu or (not t.get("key") and t.get("operator") == "Exists") for t in out
+    ):
+        out.append({"key": gpu, "operator": "Exists", "effect": "NoSchedule"})
+    return out
+
+
+def _rollout_strategy(s: ASRDeploymentSpec) -> dict[str, Any]:
+    """CPU pods surge one new pod before an old one goes. GPU pods replace one at a time: on a full GPU pool a
+    surge pod never schedules and the rollout would hang; the PDB allows the same one pod down."""
+    if s.gpus:
+        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def _progress_deadline_s(hub_model: bool) -> int:
+    """The rollout is 'failed to progress' only after a new pod's whole startup budget (a slow model load, a hub
+    download) and a margin: the Deployment's 600 s default marks a healthy slow start Degraded."""
+    failures = STARTUP_FAILURES_HUB if hub_model else STARTUP_FAILURES_LOCAL
+    return max(600, STARTUP_PERIOD_S * failures + 300)
+
+
 def build_deployment(asr: ASR, configmap: dict[str, Any] | None = None) -> dict[str, Any]:
     s = asr.spec
     configmap = configmap or build_configmap(asr)
@@ -295,8 +322,8 @@ def build_deployment(asr: ASR, configmap: dict[str, Any] | None = None) -> dict[
     p = s.pod
     if p.node_selector:
         pod_spec["nodeSelector"] = dict(p.node_selector)
-    if p.tolerations:
-        pod_spec["tolerations"] = [t.model_dump(by_alias=True, exclude_none=True) for t in p.tolerations]
+    if tolerations := _tolerations(asr):
+        pod_spec["tolerations"] = tolerations
     if p.affinity:
         pod_spec["affinity"] = p.affinity
     if p.priority_class_name:
@@ -313,7 +340,8 @@ def build_deployment(asr: ASR, configmap: dict[str, Any] | None = None) -> dict[
             "replicas": initial_replicas(s),
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": asr.selector},
-            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "strategy": _rollout_strategy(s),
+            "progressDeadlineSeconds": _progress_deadline_s(hub_model),
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                 "spec": pod_spec,

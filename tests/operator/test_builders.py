@@ -418,12 +418,36 @@ def test_model_cache_volume(key: str, expected: dict[str, Any]) -> None:
     assert {k: v for k, v in vol.items() if k != "name"} == expected
 
 
+@pytest.mark.parametrize(
+    ("key", "strategy", "toleration"),
+    [
+        ("paraformer-hpa", {"maxSurge": 0, "maxUnavailable": 1}, "nvidia.com/gpu"),
+        ("memory-cache-cpu-bf16", {"maxSurge": 1, "maxUnavailable": 0}, None),
+    ],
+)
+def test_gpu_pods_tolerate_the_gpu_taint_and_roll_without_surging(
+    key: str, strategy: dict[str, int], toleration: str | None
+) -> None:
+    """On a full GPU pool a surge pod never schedules: GPU Deployments replace one pod at a time (the PDB allows
+    the same one down); GPU nodes are tainted with the resource name, which GPU pods tolerate."""
+    dep = build_deployment(asr_for(SPECS[key]))
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": strategy}
+    keys = [t["key"] for t in dep["spec"]["template"]["spec"].get("tolerations", [])]
+    assert keys == ([toleration] if toleration else [])
+    startup = _container(dep)["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert dep["spec"]["progressDeadlineSeconds"] > budget  # a slow model load is not "failed to progress"
+
+
 def test_pod_settings_are_passed_through() -> None:
     dep = build_deployment(asr_for(SPECS["everything"]))
     tpl = dep["spec"]["template"]
     pod = tpl["spec"]
     assert pod["nodeSelector"] == {"gpu": "mi300"}
-    assert pod["tolerations"] == [{"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert pod["tolerations"] == [  # the spec's, then its GPU resource's taint (amd.com/gpu in this spec)
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "amd.com/gpu", "operator": "Exists", "effect": "NoSchedule"},
+    ]
     assert pod["affinity"]["podAntiAffinity"]
     assert pod["priorityClassName"] == "high" and pod["serviceAccountName"] == "asr"
     assert pod["imagePullSecrets"] == [{"name": "regcred"}]
