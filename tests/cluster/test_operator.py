@@ -15,6 +15,7 @@ from localkube import (
     Kube,
     StartOperator,
     example_in,
+    operator_writes,
     owned_by,
     ready_status,
     wait_for,
@@ -266,3 +267,42 @@ def test_rollout_completes_when_every_gpu_is_taken(platform: Kube, ns: str, star
         )
 
     wait_for("the rollout to complete on a full GPU pool", rolled_out, timeout_s=60)
+
+
+OPERATOR_USER = "system:serviceaccount:asr-system:asr-platform"  # the chart's ServiceAccount (conftest)
+QUIET_S = 60
+
+
+def test_after_ready_the_operator_writes_nothing(platform: Kube, ns: str, start_operator: StartOperator) -> None:
+    """Convergence: once every CR is Ready and its pods settled, a minute of resync passes (every 5 s), child
+    events and status refreshes must not write anything — a write here is a patch loop (drift seen where there is
+    none) or a status that never settles."""
+    start_operator(resync_s=5)
+    names = []
+    for example in EXAMPLES:
+        obj = example_in(platform, ns, example)
+        platform.apply(obj)
+        names.append(obj["metadata"]["name"])
+    for name in names:
+        cr = wait_ready(platform, ns, name)
+        (deployment,) = owned_by(platform, ns, "deployment", cr["metadata"]["uid"])
+        desired = _desired_replicas(cr["spec"])
+        wait_for(f"{name}'s pods Ready", lambda d=deployment, n=desired: _settled(platform, ns, d, n))
+        # the status refresh that the last pod's Ready event triggers comes before the window opens
+        wait_for(
+            f"{name}'s status to count its Ready pods", lambda n=name, r=desired: _status_counts(platform, ns, n, r)
+        )
+    since = time.time()
+    time.sleep(QUIET_S)  # the window itself: what is measured is what happens in it
+    writes = operator_writes(platform, OPERATOR_USER, {ns}, since)
+    assert writes == [], f"{len(writes)} writes after convergence:\n" + "\n".join(writes[:20])
+
+
+def _settled(kube: Kube, namespace: str, deployment: dict[str, Any], desired: int) -> bool:
+    replicasets, pods = _pods_of(kube, namespace, deployment)
+    return len(replicasets) == 1 and len(pods) == desired and all(_pod_ready(p) for p in pods)
+
+
+def _status_counts(kube: Kube, namespace: str, name: str, ready: int) -> bool:
+    cr = ready_status(kube, namespace, name)
+    return bool(cr) and cr["status"].get("readyReplicas") == ready  # type: ignore[index]
