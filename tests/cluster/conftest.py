@@ -33,24 +33,6 @@ PLATFORM_NS = "asr-system"
 RELEASE = "asr-platform"  # the chart's fullname is then "asr-platform": ServiceAccount asr-platform
 OPERATOR_SA = "asr-platform"
 OPERATOR_USER = f"system:serviceaccount:{PLATFORM_NS}:{OPERATOR_SA}"
-# Issue 13 item 3: under OwnerReferencesPermissionEnforcement, kopf's blockOwnerDeletion needs `update` on
-# asrdeployments/finalizers, which the chart does not grant. The tests of everything else grant it here
-# (test-only, on top of the chart's RBAC); test_rbac.py checks the chart alone.
-OWNER_FINALIZERS_GRANT = """
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata: {name: asr-test-owner-finalizers}
-rules:
-  - apiGroups: ["asr-platform.io"]
-    resources: ["asrdeployments/finalizers"]
-    verbs: ["update"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata: {name: asr-test-owner-finalizers}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: asr-test-owner-finalizers}
-subjects: [{kind: ServiceAccount, name: %s, namespace: %s}]
-"""
 
 
 def _unavailable(module: Any) -> str | None:
@@ -93,7 +75,6 @@ def platform(kube: Kube) -> Kube:
     process runs as (its Deployment's pod is a kwok fake; the real operator runs here, see `start_operator`)."""
     kube.helm("install", RELEASE, str(REPO / "charts" / "asr-platform"), "-n", PLATFORM_NS, "--create-namespace",
               "--wait", "--timeout=2m")  # fmt: skip
-    kube.apply(OWNER_FINALIZERS_GRANT % (OPERATOR_SA, PLATFORM_NS))
     return kube
 
 

@@ -269,7 +269,7 @@ def test_rollout_completes_when_every_gpu_is_taken(platform: Kube, ns: str, star
     wait_for("the rollout to complete on a full GPU pool", rolled_out, timeout_s=60)
 
 
-OPERATOR_USER = "system:serviceaccount:asr-system:asr-platform"  # the chart's ServiceAccount (conftest)
+OPERATOR_USER = "system:serviceaccount:asr-system:asr-platform"  # the chart's ServiceAccount (as in conftest)
 QUIET_S = 60
 
 
