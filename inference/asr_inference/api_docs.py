@@ -4,12 +4,14 @@ and HEAD wherever GET is answered."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
+from starlette.routing import BaseRoute
 
 from .config import Settings
 from .errors import Unauthorized
@@ -54,9 +56,8 @@ def _schema(app: FastAPI) -> dict[str, Any]:
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
 
-        doc = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        doc = get_openapi(title=app.title, version=app.version, routes=[_without_head(r) for r in app.routes])
         for path in doc.get("paths", {}).values():
-            path.pop("head", None)
             for operation in path.values():
                 operation.get("responses", {}).pop("422", None)
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
@@ -65,6 +66,15 @@ def _schema(app: FastAPI) -> dict[str, Any]:
         schemas["Error"] = ENVELOPE
         app.openapi_schema = doc
     return app.openapi_schema
+
+
+def _without_head(route: BaseRoute) -> BaseRoute:
+    """The route as documented: HEAD (added below) is not an operation of its own."""
+    if isinstance(route, APIRoute) and route.methods and "HEAD" in route.methods:
+        documented = copy.copy(route)
+        documented.methods = route.methods - {"HEAD"}
+        return documented
+    return route
 
 
 def install(app: FastAPI, settings: Settings) -> None:
