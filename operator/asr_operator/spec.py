@@ -90,7 +90,7 @@ class ResourceLimits(_Model):
 
 
 class Resources(_Model):
-    gpus: int | None = Field(default=None, ge=0, le=16)
+    gpus: int | None = Field(default=None, ge=0, le=1)  # one server process uses one GPU (CRD: CEL message)
     gpu_resource_name: str = "nvidia.com/gpu"
     requests: ResourceRequests = ResourceRequests()
     limits: ResourceLimits = ResourceLimits()

@@ -57,7 +57,7 @@ SPECS: dict[str, dict[str, Any]] = {
         "precision": "bf16",
         "image": {"repository": "registry.local:5000/asr", "tag": "sha256:" + "a" * 64, "pullPolicy": "Always"},
         "replicas": 3,
-        "resources": {"gpus": 2, "gpuResourceName": "amd.com/gpu", "shmSize": "2Gi"},
+        "resources": {"gpus": 1, "gpuResourceName": "amd.com/gpu", "shmSize": "2Gi"},
         "autoscaling": {**KEDA, "prometheus": {**KEDA["prometheus"], "query": "sum(my_queue)"}},
         "service": {"type": "LoadBalancer", "port": 443, "annotations": {"lb": "internal"}},
         "monitoring": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
@@ -357,7 +357,7 @@ def test_gpu_limits_follow_device_and_count() -> None:
     assert gpu["limits"]["nvidia.com/gpu"] == "1"
     assert gpu["limits"]["memory"] == "24Gi" and gpu["requests"] == {"cpu": "4", "memory": "12Gi"}
     amd = _container(build_deployment(asr_for(SPECS["everything"])))["resources"]
-    assert amd["limits"]["amd.com/gpu"] == "2" and "nvidia.com/gpu" not in amd["limits"]
+    assert amd["limits"]["amd.com/gpu"] == "1" and "nvidia.com/gpu" not in amd["limits"]
     default = _container(build_deployment(asr_for(SPECS["minimal-hub"])))["resources"]
     assert default["limits"]["nvidia.com/gpu"] == "1"  # device defaults to cuda with one GPU
     cpu = _container(build_deployment(asr_for(SPECS["demo-cpu"])))["resources"]

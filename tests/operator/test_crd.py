@@ -137,7 +137,7 @@ VALID = {
     "minimal": BASE,
     "demo-cpu": {"model": {"source": "builtin:demo"}, "device": "cpu"},
     "cpu-bf16": _with(device="cpu", precision="bf16"),
-    "cuda-fp16-2gpus": _with(precision="fp16", resources__gpus=2),
+    "cuda-fp16-1gpu": _with(precision="fp16", resources__gpus=1),
     "cpu-explicit-0-gpus": _with(device="cpu", resources__gpus=0),
     "local-path-no-hub": {"model": {"source": "/models/sensevoice"}},
     "local-path-hub-local": {"model": {"source": "/models/sensevoice", "hub": "local"}},
@@ -151,6 +151,7 @@ INVALID_CEL = {
     "fp16-on-cpu": (_with(device="cpu", precision="fp16"), "fp16 needs device cuda"),
     "gpus-on-cpu": (_with(device="cpu", resources__gpus=1), "gpus > 0 needs device cuda"),
     "cuda-zero-gpus": (_with(resources__gpus=0), "device cuda needs resources.gpus"),
+    "two-gpus": (_with(resources__gpus=2), "one inference server uses one GPU"),
     "min-above-max": (
         _with(autoscaling={"enabled": True, "engine": "hpa", "minReplicas": 5, "maxReplicas": 2}),
         "minReplicas must be <= autoscaling.maxReplicas",

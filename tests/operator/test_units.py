@@ -198,7 +198,9 @@ def test_schema_level_problems_are_invalid_spec_too() -> None:
 def test_gpus_default_follows_the_device() -> None:
     assert parse_spec({"model": {"source": "x"}}).gpus == 1
     assert parse_spec({"model": {"source": "x"}, "device": "cpu"}).gpus == 0
-    assert parse_spec({"model": {"source": "x"}, "resources": {"gpus": 4}}).gpus == 4
+    assert parse_spec({"model": {"source": "x"}, "resources": {"gpus": 1}}).gpus == 1
+    with pytest.raises(ValueError, match="less than or equal to 1"):  # one server process uses one GPU
+        parse_spec({"model": {"source": "x"}, "resources": {"gpus": 2}})
 
 
 # --- settings, CLI, metrics ---------------------------------------------------------------------------------
