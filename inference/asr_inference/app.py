@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import os
 import re
 import time
 import uuid
@@ -25,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from . import api_docs, chunking, formats, model_source, playground, streaming, tempfiles
 from .backends import Backend, DecodeOptions, ModelInfo, create_backend
 from .config import Settings
+from .cpus import usable_cpus
 from .engine import Engine
 from .error_handlers import install_error_handlers
 from .errors import (
@@ -78,10 +78,6 @@ class ServerState:
     def names(self) -> list[str]:
         """Every name this server answers to; the first is its id."""
         return self.settings.served_names or [self.model_name]
-
-
-def _cpus() -> int:
-    return len(os.sched_getaffinity(0))
 
 
 async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
@@ -144,7 +140,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tempfiles.sweep_stale()  # what servers killed before they could clean up left in the temp dir
-        pool = ThreadPoolExecutor(max_workers=settings.decode_workers or _cpus(), thread_name_prefix="asr-decode")
+        pool = ThreadPoolExecutor(max_workers=settings.decode_workers or usable_cpus(), thread_name_prefix="asr-decode")
         state.started_at = time.monotonic()
 
         async def guarded() -> None:

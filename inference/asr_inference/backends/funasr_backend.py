@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .. import model_source
 from ..config import Settings
+from ..cpus import usable_cpus
 from ..errors import ModelLoadError
 from ..features import FastFbank
 from ..metrics import Metrics
@@ -87,7 +88,7 @@ class FunASRBackend:
     def load(self) -> None:
         from funasr import AutoModel  # ~10 s: only here
 
-        cpus = len(os.sched_getaffinity(0))
+        cpus = usable_cpus()  # the container's CPU quota, not the node's cores
         ncpu = self.settings.ncpu or (cpus if self.device.type == "cuda" else max(1, cpus - 1))
         kwargs: dict[str, Any] = {
             "model": self.source.ref,
