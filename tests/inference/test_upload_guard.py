@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import socket
 from pathlib import Path
 
 import httpx
@@ -24,14 +26,38 @@ def _part_head() -> bytes:
     ).encode()
 
 
-async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], dict]:
-    """Status, headers and JSON body of the answer (read until the server closes or the body is complete)."""
-    async with asyncio.timeout(ANSWER_WITHIN_S):
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-        body = await reader.readexactly(int(headers["content-length"]))
-    return int(lines[0].split()[1]), headers, json.loads(body)
+def _exchange_blocking(base: str, data: bytes, *, hang_up: bool) -> tuple[int, dict[str, str], dict] | None:
+    """Send `data` on a fresh connection, then read the one answer. A plain socket, not asyncio's streams: when the
+    server answers early and closes with our bytes unread, the kernel resets the connection, and a StreamReader
+    then raises instead of handing over the answer it already received; recv() hands the answer over first."""
+    with socket.create_connection(host_port(base), timeout=ANSWER_WITHIN_S) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
+            sock.sendall(data)  # the server may stop reading (and close) before all of it is sent
+        if hang_up:
+            return None
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while b"\r\n\r\n" not in received or len(received) < _answer_length(received):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    return int(lines[0].split()[1]), headers, json.loads(body[: int(headers["content-length"])])
+
+
+def _answer_length(received: bytes) -> int:
+    head, _, _ = received.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return len(head) + 4 + (int(length.group(1)) if length else 0)
+
+
+async def _exchange(base: str, data: bytes) -> tuple[int, dict[str, str], dict]:
+    answer = await asyncio.to_thread(_exchange_blocking, base, data, hang_up=False)
+    assert answer is not None
+    return answer
 
 
 def _chunk(data: bytes) -> bytes:
@@ -40,44 +66,33 @@ def _chunk(data: bytes) -> bytes:
 
 async def test_chunked_body_over_the_limit_is_413_without_reading_the_rest() -> None:
     async with serve_http(max_upload_mb=1) as (_app, base):
-        reader, writer = await asyncio.open_connection(*host_port(base))
-        writer.write(request_head(None) + _chunk(_part_head()))
-        for _ in range(3 * 16):  # 3 MiB in 64 KiB chunks, then the client stops without ending the body
-            writer.write(_chunk(b"\0" * (64 * 1024)))
-        await writer.drain()
-        status, headers, body = await _response(reader)
-        writer.close()
+        # 3 MiB in 64 KiB chunks, then the client stops without ending the body
+        data = request_head(None) + _chunk(_part_head()) + _chunk(b"\0" * (64 * 1024)) * (3 * 16)
+        status, headers, body = await _exchange(base, data)
     assert status == 413 and body["error"]["code"] == "payload_too_large"
     assert headers.get("connection") == "close"
 
 
 async def test_stalled_upload_is_cut_by_the_read_timeout() -> None:
     async with serve_http(upload_timeout_s=1) as (_app, base):
-        reader, writer = await asyncio.open_connection(*host_port(base))
-        writer.write(request_head(1 * MB) + _part_head() + b"RIFF")  # promises 1 MiB, sends 4 bytes of it
-        await writer.drain()
-        status, _, body = await _response(reader)
-        writer.close()
+        # promises 1 MiB, sends 4 bytes of it
+        status, _, body = await _exchange(base, request_head(1 * MB) + _part_head() + b"RIFF")
     assert status == 408 and body["error"]["code"] == "upload_timeout"
 
 
 async def test_wrong_key_is_answered_before_the_body() -> None:
     async with serve_http(api_key="right-key", upload_timeout_s=600) as (_app, base):
-        reader, writer = await asyncio.open_connection(*host_port(base))
-        writer.write(request_head(10 * MB, extra="Authorization: Bearer wrong-key\r\n") + _part_head())
-        await writer.drain()  # 10 MiB promised, none of it sent: only the headers can have decided
-        status, headers, body = await _response(reader)
-        writer.close()
+        # 10 MiB promised, none of it sent: only the headers can have decided
+        data = request_head(10 * MB, extra="Authorization: Bearer wrong-key\r\n") + _part_head()
+        status, headers, body = await _exchange(base, data)
     assert status == 401 and body["error"]["code"] == "invalid_api_key"
     assert headers.get("www-authenticate") == "Bearer"
 
 
 async def test_client_hanging_up_during_the_upload_is_499() -> None:
     async with serve_http(upload_timeout_s=600) as (app, base):
-        _, writer = await asyncio.open_connection(*host_port(base))
-        writer.write(request_head(1 * MB) + _part_head() + b"\0" * 4096)
-        await writer.drain()
-        writer.close()
+        data = request_head(1 * MB) + _part_head() + b"\0" * 4096
+        await asyncio.to_thread(_exchange_blocking, base, data, hang_up=True)
         registry = app.state.asr.metrics.registry
         async with asyncio.timeout(ANSWER_WITHIN_S):
             while registry.get_sample_value("asr_requests_total", {"code": "499"}) != 1:
@@ -131,23 +146,11 @@ async def test_api_description_and_head(sensevoice_dir: Path, speech_files: dict
 
 
 async def test_request_head_over_the_cap_is_431_and_closed() -> None:
+    head = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8000 + b"\r\n"
+    # 40 more headers of 1 KiB, the head never ends: only the cap can answer
+    endless = head + b"".join(f"X-More-{i}: ".encode() + b"b" * 1024 + b"\r\n" for i in range(40))
     async with serve_http(max_header_kb=16) as (_app, base):
-        reader, writer = await asyncio.open_connection(*host_port(base))
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 8000 + b"\r\n")
-        await writer.drain()
-        for i in range(40):  # 40 more headers of 1 KiB, the head never ends: only the cap can answer
-            writer.write(f"X-More-{i}: ".encode() + b"b" * 1024 + b"\r\n")
-        await writer.drain()
-        status, headers, body = await _response(reader)
-        # closed by the server: end of stream, or a reset (it did not read what we sent)
-        async with asyncio.timeout(ANSWER_WITHIN_S):
-            with contextlib.suppress(ConnectionResetError):
-                assert await reader.read() == b""
-        writer.close()
-        reader, writer = await asyncio.open_connection(*host_port(base))  # a head under the cap is served
-        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 8000 + b"\r\n\r\n")
-        await writer.drain()
-        ok, _, _ = await _response(reader)
-        writer.close()
+        status, headers, body = await _exchange(base, endless)
+        ok, _, _ = await _exchange(base, head + b"\r\n")  # a head under the cap is served
     assert status == 431 and body["error"]["code"] == "headers_too_large" and headers["connection"] == "close"
     assert ok == 200
