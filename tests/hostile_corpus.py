@@ -17,6 +17,7 @@ import struct
 import subprocess
 import wave
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -43,32 +44,25 @@ def _wav_declaring(rate: int) -> bytes:
     return data[:24] + struct.pack("<I", rate) + struct.pack("<I", (rate * 2) & 0xFFFFFFFF) + data[32:]
 
 
-def _ffmpeg_encode(src: Path, *args: str) -> bytes:
+def _ffmpeg(*args: str) -> bytes:
+    """ffmpeg's output on stdout for `args` (inputs and output options)."""
     from asr_inference.audio import find_ffmpeg
 
     ffmpeg = find_ffmpeg()
     assert ffmpeg, "the hostile corpus needs ffmpeg (apt-get install ffmpeg, or the imageio-ffmpeg wheel)"
-    cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-i", str(src), *args, "pipe:1"]
-    return subprocess.run(cmd, capture_output=True, check=True, timeout=120).stdout
+    cmd = [ffmpeg, "-nostdin", "-loglevel", "error", *args, "pipe:1"]
+    return subprocess.run(cmd, capture_output=True, check=True, timeout=300).stdout
 
 
 def _silent_flac(minutes: int) -> bytes:
-    from asr_inference.audio import find_ffmpeg
-
-    ffmpeg = find_ffmpeg()
-    assert ffmpeg
-    cmd = [ffmpeg, "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono",
-           "-t", str(minutes * 60), "-c:a", "flac", "-f", "flac", "pipe:1"]  # fmt: skip
-    return subprocess.run(cmd, capture_output=True, check=True, timeout=300).stdout
+    return _ffmpeg(
+        "-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", str(minutes * 60), "-c:a", "flac", "-f", "flac"
+    )
 
 
 def _png() -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
-        import zlib
-
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    import zlib
 
     ihdr = struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0)
     return (
@@ -134,7 +128,7 @@ def _broken() -> dict[str, bytes]:
     ogg = (SPEECH / "command_c_48k.ogg").read_bytes()
     mp3 = (SPEECH / "digits_a.mp3").read_bytes()
     m4a = (SPEECH / "digits_a.m4a").read_bytes()
-    webm = _ffmpeg_encode(SPEECH / "digits_a.wav", "-c:a", "libopus", "-f", "webm")
+    webm = _ffmpeg("-i", str(SPEECH / "digits_a.wav"), "-c:a", "libopus", "-f", "webm")
     no_channels = wav[:22] + struct.pack("<H", 0) + wav[24:]
     rng = np.random.default_rng(3)
     return {

@@ -14,8 +14,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute
 
 from .config import Settings
-from .errors import Unauthorized
-from .upload_guard import api_key_matches
+from .upload_guard import require_api_key
 
 ENVELOPE = {
     "type": "object",
@@ -81,20 +80,16 @@ def install(app: FastAPI, settings: Settings) -> None:
     """Call after every route is added (HEAD is added to the GET routes that exist then)."""
     protected = settings.api_key is not None and not settings.public_docs
 
-    def check_auth(request: Request) -> None:
-        if not api_key_matches(settings.api_key, request.headers.get("authorization", "")):
-            raise Unauthorized()
-
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(request: Request) -> JSONResponse:
         if protected:
-            check_auth(request)
+            require_api_key(settings.api_key, request)
         return JSONResponse(_schema(app))
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
         if protected:
-            check_auth(request)
+            require_api_key(settings.api_key, request)
         return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} — API")
 
     for route in app.routes:

@@ -38,7 +38,7 @@ from .metrics import Metrics
 from .pipeline import Transcriber
 from .realtime import KEY_SUBPROTOCOL, RealtimeHub
 from .timing import server_timing
-from .upload_guard import UploadGuard, api_key_matches
+from .upload_guard import UploadGuard, require_api_key, token_matches
 from .warmup import to_wav_bytes, warmup_samples
 
 log = logging.getLogger("asr_inference.app")
@@ -254,10 +254,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     settings = state.settings
 
     def check_auth(request: HTTPConnection) -> None:
-        if settings.api_key is None:
-            return
-        if not api_key_matches(settings.api_key, request.headers.get("authorization", "")):
-            raise Unauthorized()
+        require_api_key(settings.api_key, request)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> Response:
@@ -315,7 +312,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     async def realtime(websocket: WebSocket) -> None:
         def authorized() -> bool:
             keys = [p.removeprefix(KEY_SUBPROTOCOL) for p in websocket.scope.get("subprotocols", [])]
-            if settings.api_key is not None and any(api_key_matches(settings.api_key, f"Bearer {k}") for k in keys):
+            if settings.api_key is not None and any(token_matches(settings.api_key, k) for k in keys):
                 return True  # browsers cannot set headers on a WebSocket: OpenAI's key subprotocol
             try:
                 check_auth(websocket)

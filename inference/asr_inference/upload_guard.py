@@ -14,6 +14,7 @@ import hmac
 
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ASRError, ClientClosed, PayloadTooLarge, Unauthorized, UploadTimeout
@@ -29,12 +30,23 @@ class BodyRefused(HTTPException):
         self.error = error
 
 
+def token_matches(api_key: str, token: str) -> bool:
+    """The key compared in constant time (a timing side channel would tell the key a byte at a time)."""
+    return hmac.compare_digest(token.strip().encode(), api_key.encode())
+
+
 def api_key_matches(api_key: str | None, authorization: str) -> bool:
-    """`Authorization: Bearer <api_key>`, compared in constant time."""
+    """`Authorization: Bearer <api_key>` (always true when no key is set)."""
     if api_key is None:
         return True
     scheme, _, token = authorization.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+    return scheme.lower() == "bearer" and token_matches(api_key, token)
+
+
+def require_api_key(api_key: str | None, connection: HTTPConnection) -> None:
+    """Raise Unauthorized unless the request (HTTP or WebSocket) carries the key."""
+    if not api_key_matches(api_key, connection.headers.get("authorization", "")):
+        raise Unauthorized()
 
 
 class UploadGuard:
@@ -54,8 +66,7 @@ class UploadGuard:
             return
         headers = dict(scope.get("headers") or [])
         if not api_key_matches(self.api_key, headers.get(b"authorization", b"").decode("latin-1")):
-            err = Unauthorized()
-            await JSONResponse(err.body(), status_code=err.status_code, headers=err.headers)(scope, receive, send)
+            await self._refuse(Unauthorized(), scope, receive, send)  # the body is never read
             return
         length = headers.get(b"content-length", b"").strip()
         if length.isdigit() and int(length) > self.limit:
