@@ -7,6 +7,8 @@ Run with `asr-operator` or `kopf run -m asr_operator.handlers`.
   backstop against missed events; it exits by itself once its ASRDeployment is gone.
 - events of owned children (label app.kubernetes.io/managed-by=asr-operator, selected server-side) → a child
   edited or deleted by hand is patched back or recreated at once; Deployment events also refresh the status.
+- events of the inference pods (same label) → the status says why they are not ready (Unschedulable,
+  ImagePullBackOff, CrashLoopBackOff, OOMKilled): the Deployment's counts do not change when a pod fails.
 
 No finalizer: children are garbage-collected through their ownerReferences, and nothing has to happen before
 an ASRDeployment goes (a finalizer would leave it Terminating whenever the operator is down, e.g. during
@@ -34,7 +36,7 @@ from typing import Any
 
 import kopf
 
-from .builders import LABEL_MANAGED_BY, MANAGED_BY
+from .builders import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from .kube import KINDS, Kube
 from .metrics import RECONCILE_DURATION, RECONCILE_TOTAL
 from .reconcile import ChildApiError, handle_child_event, reconcile, write_status
@@ -158,7 +160,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         # Sync handlers run in this many threads: enough for several CRs at once, bounded for 512 Mi.
         settings.execution.max_workers = 8
         # Only our children stream into the operator: filtered by the API server, not client-side.
-        for kind_name in CHILD_KINDS:
+        for kind_name in (*CHILD_KINDS, "Pod"):
             kind = KINDS[kind_name]
             settings.watching.label_selectors[kind.group, kind.version, kind.plural] = CHILD_SELECTOR
         if getattr(memo, "kube", None) is None:
@@ -194,6 +196,18 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             if type is None:  # the initial listing: the resume handlers reconcile everything anyway
                 return
             handle_child_event(_kube(memo), body, type == "DELETED", config.inference_image, logger)
+
+    @kopf.on.event("", "v1", "pods", labels=CHILD_LABELS, registry=registry, id="pods")
+    def on_pod_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+        """A pod of an ASRDeployment changed: refresh its owner's status (why the pods are not ready)."""
+        meta = body.get("metadata") or {}
+        owner = (meta.get("labels") or {}).get(LABEL_INSTANCE)
+        if type is None or not owner:  # the initial listing: the resume handlers write every status anyway
+            return
+        try:
+            write_status(_kube(memo), str(meta.get("namespace")), owner, outcome=None, generation=None, asr=None)
+        except ChildApiError as e:
+            logger.warning("could not update the status of %s: %s", owner, e)
 
 
 _default_settings = OperatorSettings()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,7 @@ KINDS: dict[str, Kind] = {
         Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
         Kind("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
         Kind("asr-platform.io", "v1alpha1", "asrdeployments", "ASRDeployment"),
+        Kind("", "v1", "pods", "Pod"),
     )
 }
 
@@ -97,6 +99,11 @@ class Kube:
             if e.status == 404:
                 return None
             raise
+
+    def list(self, kind: Kind, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        """The objects of one kind in a namespace that match a label selector (filtered by the API server)."""
+        query = urllib.parse.urlencode({"labelSelector": label_selector})
+        return list(self.request("GET", f"{kind.path(namespace)}?{query}").get("items") or [])
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", kind.path(namespace), body)

@@ -19,6 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from .builders import APP_NAME, ASR, LABEL_INSTANCE, LABEL_NAME, desired_children
 from .kube import KINDS, Kube, is_subset, strip_path, three_way_patch, with_last_applied
 from .metrics import CHILD_REPAIRS_TOTAL
+from .pod_health import PodProblem, pod_problem
 from .spec import KIND, InvalidSpec, parse_spec
 from .status import Outcome, compute_status, status_changed
 
@@ -229,6 +230,20 @@ def handle_child_event(
         logger.warning("could not update the status: %s", e)
 
 
+def selector_of(name: str) -> str:
+    """The label selector of an ASRDeployment's pods (the same as `ASR.selector_string`)."""
+    return f"{LABEL_INSTANCE}={name},{LABEL_NAME}={APP_NAME}"
+
+
+def _pod_problem(kube: Kube, namespace: str, selector: str) -> PodProblem | None:
+    """The pods' most serious problem; None when they cannot be listed (the status then says less, no more)."""
+    try:
+        return pod_problem(kube.list(KINDS["Pod"], namespace, selector))
+    except ApiException as e:
+        logging.getLogger(__name__).warning("cannot list the pods of %s: HTTP %s", selector, e.status)
+        return None
+
+
 _STATUS_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _STATUS_LOCKS_GUARD = threading.Lock()
 
@@ -260,12 +275,13 @@ def write_status(
             if cr is None:
                 return None
             deployment = kube.get(KINDS["Deployment"], namespace, name)
+            pods = _pod_problem(kube, namespace, selector_of(name)) if deployment is not None else None
             current = cr.get("status") or {}
             if asr is not None:
                 endpoint, selector, image = asr.endpoint, asr.selector_string, asr.image
             else:
                 endpoint = current.get("endpoint") or f"http://{name}.{namespace}.svc"
-                selector = f"{LABEL_INSTANCE}={name},{LABEL_NAME}={APP_NAME}"
+                selector = selector_of(name)
                 image = None
             new = compute_status(
                 current,
@@ -275,6 +291,7 @@ def write_status(
                 endpoint=endpoint,
                 selector=selector,
                 image=image,
+                pods=pods,
             )
             if status_changed(current, new):
                 kube.patch(KINDS[KIND], namespace, name, {"status": new}, "status")

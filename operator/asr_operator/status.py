@@ -6,6 +6,8 @@ import datetime
 from dataclasses import dataclass
 from typing import Any
 
+from .pod_health import POD_REASONS, PodProblem
+
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
@@ -81,10 +83,12 @@ def compute_status(
     endpoint: str,
     selector: str,
     image: str | None = None,
+    pods: PodProblem | None = None,
     timestamp: str | None = None,
 ) -> dict[str, Any]:
     """The full status. `outcome` None (a Deployment event, not a reconcile) keeps observedGeneration and the
-    reconcile part of Degraded from `current`."""
+    reconcile part of Degraded from `current`. `pods`: the most serious problem of the pods, which becomes the
+    Ready condition's reason while none is ready (and Degraded's, unless the pods only wait for a node)."""
     current = current or {}
     timestamp = timestamp or now()
     previous: dict[str, dict[str, Any]] = {
@@ -95,13 +99,16 @@ def compute_status(
     if outcome is None:
         observed = current.get("observedGeneration")
         old = previous.get(DEGRADED, {})
-        spec_problem = old.get("status") == "True" and old.get("reason") not in ("RolloutFailed",)
+        observed_problem = old.get("reason") == "RolloutFailed" or old.get("reason") in POD_REASONS
+        spec_problem = old.get("status") == "True" and not observed_problem
         outcome = Outcome(False, old.get("reason", "Error"), old.get("message", "")) if spec_problem else Outcome(True)
     else:
         observed = generation if outcome.ok else current.get("observedGeneration")
 
     if not outcome.ok:
         degraded = (True, outcome.reason, outcome.message)
+    elif pods is not None and pods.reason != "Unschedulable":
+        degraded = (True, pods.reason, pods.describe())
     elif rollout_failed:
         degraded = (True, "RolloutFailed", rollout_message)
     else:
@@ -113,6 +120,8 @@ def compute_status(
         ready_c = (False, "ScaledToZero", "replicas is 0")
     elif ready >= 1:
         ready_c = (True, "MinimumReplicasReady", f"{ready}/{desired} replicas ready")
+    elif pods is not None:
+        ready_c = (False, pods.reason, f"0/{desired} replicas ready: {pods.describe()}")
     else:
         ready_c = (False, "NoReplicasReady", f"0/{desired} replicas ready (the model may still be loading)")
 
@@ -120,6 +129,8 @@ def compute_status(
     rolling = deployment is not None and (updated < desired or ready < desired or replicas > desired)
     if not outcome.ok:
         prog_c = (False, outcome.reason, outcome.message)
+    elif rolling and pods is not None:
+        prog_c = (True, pods.reason, f"{updated} updated, {ready} ready of {desired}: {pods.describe()}")
     elif rolling:
         prog_c = (True, "RollingOut", f"{updated} updated, {ready} ready of {desired}")
     else:

@@ -27,6 +27,7 @@ NAMESPACED_NEEDS: dict[tuple[str, str], set[str]] = {
     ("keda.sh", "scaledobjects"): CHILD_VERBS,
     ("monitoring.coreos.com", "servicemonitors"): CHILD_VERBS,
     ("", "events"): {"create"},
+    ("", "pods"): {"list", "watch"},  # read only: why the pods are not ready, for the status
 }
 # kopf's own cluster-scoped reads, in both modes.
 CLUSTER_NEEDS: dict[tuple[str, str], set[str]] = {

@@ -306,3 +306,44 @@ def _settled(kube: Kube, namespace: str, deployment: dict[str, Any], desired: in
 def _status_counts(kube: Kube, namespace: str, name: str, ready: int) -> bool:
     cr = ready_status(kube, namespace, name)
     return bool(cr) and cr["status"].get("readyReplicas") == ready  # type: ignore[index]
+
+
+def _ready_condition(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:
+    cr = kube.get("asrdeployment", name, namespace) or {}
+    conditions = {c["type"]: c for c in (cr.get("status") or {}).get("conditions") or []}
+    return conditions.get("Ready")
+
+
+@pytest.mark.parametrize(
+    ("failure", "reason", "degraded"),
+    [
+        ("unschedulable", "Unschedulable", "False"),  # the real scheduler: no node has the resource
+        ("ImagePullBackOff", "ImagePullBackOff", "True"),  # kwok's pod-fail stage writes the kubelet's status
+        ("CrashLoopBackOff", "CrashLoopBackOff", "True"),
+        ("OOMKilled", "OOMKilled", "True"),
+    ],
+)
+def test_status_says_why_no_pod_is_ready(
+    platform: Kube, ns: str, start_operator: StartOperator, failure: str, reason: str, degraded: str
+) -> None:
+    start_operator()
+    if failure == "unschedulable":
+        obj = _demo(platform, ns, pod={"nodeSelector": {"example.com/no-such-node": "true"}})
+    else:
+        obj = _demo(platform, ns, pod={"annotations": {"kwok.asr-platform.io/fail": failure}})
+    platform.apply(obj)
+
+    cond = wait_for(
+        f"the Ready condition's reason {reason}",
+        lambda: (c := _ready_condition(platform, ns, "asr-demo")) and c["reason"] == reason and c,
+    )
+    assert cond["status"] == "False" and "pod asr-demo-" in cond["message"]
+    if failure == "unschedulable":
+        assert "nodes are available" in cond["message"]  # the scheduler's own words
+    cr = platform.get("asrdeployment", "asr-demo", ns)
+    assert cr is not None
+    degraded_c = next(c for c in cr["status"]["conditions"] if c["type"] == "Degraded")
+    assert degraded_c["status"] == degraded
+    # The printer column shows the reason.
+    table = platform.kubectl("get", "asrdeployment", "asr-demo", "-n", ns, "--no-headers").stdout
+    assert reason in table.split(), table

@@ -40,6 +40,15 @@ class FakeKube:
         obj = self.objects.get((kind.kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
+    def list(self, kind: Kind, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        self.calls.append(("list", kind.kind, label_selector))
+        wanted = dict(term.split("=", 1) for term in label_selector.split(","))
+        return [
+            copy.deepcopy(obj)
+            for (k, ns, _), obj in sorted(self.objects.items())
+            if k == kind.kind and ns == namespace and wanted.items() <= (obj["metadata"].get("labels") or {}).items()
+        ]
+
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("create", kind.kind, body["metadata"]["name"]))
         return self._store(kind, namespace, body)
@@ -68,4 +77,4 @@ class FakeKube:
         return self.objects.pop((kind.kind, namespace, name), None) is not None
 
     def writes(self) -> list[tuple[str, str, str]]:
-        return [c for c in self.calls if c[0] != "get"]
+        return [c for c in self.calls if c[0] not in ("get", "list")]

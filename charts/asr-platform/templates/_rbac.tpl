@@ -44,6 +44,11 @@ RBAC rule lists shared by the ClusterRole (cluster-wide mode) and the per-namesp
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# --- The inference pods: read only, for the status (why they are not ready: Unschedulable, ImagePullBackOff,
+# CrashLoopBackOff, OOMKilled). list/watch with the label selector managed-by=asr-operator; never written.
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["list", "watch"]
 # --- Kubernetes events: kopf posts warnings and errors as core/v1 events on the ASRDeployment (POST only) --
 - apiGroups: [""]
   resources: ["events"]

@@ -1,0 +1,111 @@
+"""Why pods are not ready (pod_health) and how the status reports it (status.compute_status with pods=...).
+
+The pod objects are shaped like the kubelet's and the scheduler's writes (field names from core/v1 PodStatus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from asr_operator.pod_health import PodProblem, pod_problem
+from asr_operator.status import Outcome, compute_status
+
+COMMON = {"endpoint": "http://a.ns.svc:8000", "selector": "x=y"}
+UNSCHEDULABLE_MSG = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+
+
+def _pod(name: str, *, conditions: Any = (), containers: Any = (), deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-12-07T00:00:00Z"
+    return {"metadata": meta, "status": {"conditions": list(conditions), "containerStatuses": list(containers)}}
+
+
+def _unschedulable(name: str) -> dict[str, Any]:
+    cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": UNSCHEDULABLE_MSG}
+    return _pod(name, conditions=[cond])
+
+
+def _waiting(name: str, reason: str, last: str | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"name": "asr-serve", "state": {"waiting": {"reason": reason, "message": "back-off"}}}
+    if last:
+        status["lastState"] = {"terminated": {"reason": last, "exitCode": 137}}
+    return _pod(name, containers=[status])
+
+
+def _running(name: str, last: str | None = None) -> dict[str, Any]:
+    status: dict[str, Any] = {"name": "asr-serve", "state": {"running": {}}}
+    if last:
+        status["lastState"] = {"terminated": {"reason": last, "exitCode": 137}}
+    return _pod(name, containers=[status])
+
+
+def _dep(desired: int, ready: int, updated: int) -> dict[str, Any]:
+    return {
+        "spec": {"replicas": desired},
+        "status": {"replicas": desired, "readyReplicas": ready, "updatedReplicas": updated},
+    }
+
+
+def _cond(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == type_)
+
+
+@pytest.mark.parametrize(
+    ("pods", "reason"),
+    [
+        ([_unschedulable("a")], "Unschedulable"),
+        ([_waiting("a", "ImagePullBackOff")], "ImagePullBackOff"),
+        ([_waiting("a", "ErrImagePull")], "ErrImagePull"),
+        ([_waiting("a", "CrashLoopBackOff")], "CrashLoopBackOff"),
+        ([_waiting("a", "CrashLoopBackOff", last="OOMKilled")], "OOMKilled"),  # the cause, not the symptom
+        ([_waiting("a", "CreateContainerConfigError")], "CreateContainerConfigError"),
+        ([_unschedulable("a"), _waiting("b", "CrashLoopBackOff")], "CrashLoopBackOff"),  # most serious wins
+        ([_running("a")], None),
+        ([_running("a", last="OOMKilled")], None),  # killed once, running again: not a present problem
+        ([_waiting("a", "ContainerCreating")], None),  # just starting
+        ([_unschedulable("a") | {"metadata": {"name": "a", "deletionTimestamp": "x"}}], None),  # going away
+        ([], None),
+    ],
+)
+def test_pod_problem_reason(pods: list[dict[str, Any]], reason: str | None) -> None:
+    problem = pod_problem(pods)
+    assert (problem.reason if problem else None) == reason
+
+
+def test_pod_problem_names_the_first_pod_and_counts_the_others() -> None:
+    problem = pod_problem([_unschedulable("b"), _unschedulable("a"), _running("c")])
+    assert problem == PodProblem("Unschedulable", "a", UNSCHEDULABLE_MSG, 2)
+    assert problem.describe() == f"pod a (and 1 more pods): Unschedulable: {UNSCHEDULABLE_MSG}"
+
+
+def test_oom_message_says_which_limit_to_raise() -> None:
+    problem = pod_problem([_waiting("a", "CrashLoopBackOff", last="OOMKilled")])
+    assert problem is not None and "resources.limits.memory" in problem.message
+
+
+def test_unschedulable_is_the_ready_reason_but_not_degraded() -> None:
+    pods = pod_problem([_unschedulable("a")])
+    st = compute_status({}, generation=1, deployment=_dep(1, 0, 1), outcome=Outcome(True), pods=pods, **COMMON)
+    ready = _cond(st, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Unschedulable")
+    assert UNSCHEDULABLE_MSG in ready["message"] and "may still be loading" not in ready["message"]
+    assert _cond(st, "Degraded")["status"] == "False" and st["phase"] == "Progressing"
+
+
+@pytest.mark.parametrize("reason", ["CrashLoopBackOff", "ImagePullBackOff"])
+def test_a_failing_pod_degrades_and_a_deployment_event_keeps_it_until_the_pods_recover(reason: str) -> None:
+    pods = pod_problem([_waiting("a", reason)])
+    st = compute_status({}, generation=1, deployment=_dep(1, 0, 1), outcome=Outcome(True), pods=pods, **COMMON)
+    assert (_cond(st, "Degraded")["reason"], _cond(st, "Ready")["reason"], st["phase"]) == (reason, reason, "Degraded")
+    # A later event with healthy pods clears it: a pod reason is observed, not a reconcile error to keep.
+    healed = compute_status(st, generation=None, deployment=_dep(1, 1, 1), outcome=None, pods=None, **COMMON)
+    assert _cond(healed, "Degraded")["status"] == "False" and healed["phase"] == "Ready"
+
+
+def test_a_rollout_whose_new_pod_crashes_says_so_while_old_pods_serve() -> None:
+    pods = pod_problem([_waiting("new", "CrashLoopBackOff", last="OOMKilled")])
+    st = compute_status({}, generation=2, deployment=_dep(2, 1, 1), outcome=Outcome(True), pods=pods, **COMMON)
+    assert _cond(st, "Ready")["status"] == "True"
+    assert _cond(st, "Progressing")["reason"] == "OOMKilled" and "pod new" in _cond(st, "Progressing")["message"]
+    assert _cond(st, "Degraded")["reason"] == "OOMKilled"
