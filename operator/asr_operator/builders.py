@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -387,16 +388,28 @@ def build_pdb(asr: ASR) -> dict[str, Any]:
     }
 
 
+# The pod labels Prometheus keeps as series labels: the ServiceMonitor copies them (podTargetLabels); the usual
+# annotation-driven `kubernetes-pods` job maps every pod label the same way (labelmap __meta_kubernetes_pod_label_).
+POD_TARGET_LABELS = (LABEL_NAME, LABEL_INSTANCE)
+
+
+def prometheus_label(label: str) -> str:
+    """A Kubernetes label as Prometheus names it: every character outside [a-zA-Z0-9_] becomes '_'."""
+    return re.sub(r"[^a-zA-Z0-9_]", "_", label)
+
+
 def queue_depth_query(asr: ASR) -> str:
     a = asr.spec.autoscaling
     if a.prometheus and a.prometheus.query:
         return a.prometheus.query
-    # Pods of the Deployment are <name>-<replicaset hash>-<suffix>; the regex excludes other deployments
-    # whose names merely start with <name>-.
-    pods = f"{asr.name}-[a-z0-9]+-[a-z0-9]+"
+    # Matched by the pods' labels, not by a pattern of their generated names (a long ASRDeployment name is cut
+    # short in its pods' names, and another Deployment's pods may share the prefix).
+    matchers = ",".join(
+        [f'namespace="{asr.namespace}"', *(f'{prometheus_label(k)}="{asr.selector[k]}"' for k in POD_TARGET_LABELS)]
+    )
     # max by (pod): the pods carry prometheus.io/* annotations AND may have a ServiceMonitor; a Prometheus that
     # honours both scrapes each pod twice (two jobs), and a plain sum would count its queue twice.
-    return f'sum(max by (pod) ({QUEUE_METRIC}{{namespace="{asr.namespace}",pod=~"{pods}"}}))'
+    return f"sum(max by (pod) ({QUEUE_METRIC}{{{matchers}}}))"
 
 
 def _scale_target(asr: ASR) -> dict[str, Any]:
@@ -488,6 +501,7 @@ def build_servicemonitor(asr: ASR) -> dict[str, Any]:
             "selector": {"matchLabels": asr.selector},
             "namespaceSelector": {"matchNames": [asr.namespace]},
             "endpoints": [{"port": PORT_NAME, "path": "/metrics", "interval": sm.interval, "scheme": "http"}],
+            "podTargetLabels": list(POD_TARGET_LABELS),  # what the autoscaler's query matches on
         },
     }
 
@@ -510,7 +524,7 @@ def desired_children(asr: ASR) -> tuple[list[dict[str, Any]], list[tuple[str, st
         present.append(build_hpa(asr))
     else:
         absent.append(("HorizontalPodAutoscaler", asr.name))
-    if s.monitoring.service_monitor.enabled:
+    if s.service_monitor_enabled:
         present.append(build_servicemonitor(asr))
     else:
         absent.append(("ServiceMonitor", asr.name))

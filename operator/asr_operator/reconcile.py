@@ -24,6 +24,8 @@ from .spec import KIND, InvalidSpec, parse_spec
 from .status import Outcome, compute_status, status_changed
 
 REPLICAS_PATH = ("spec", "replicas")
+# Children whose status the ASRDeployment's status reports: their events refresh it.
+STATUS_SOURCES = frozenset({"Deployment", "ScaledObject", "HorizontalPodAutoscaler"})
 
 
 def plain(obj: Any) -> Any:
@@ -208,7 +210,8 @@ def handle_child_event(
     logger: logging.Logger | logging.LoggerAdapter[Any],
 ) -> None:
     """A watch event of an owned child: restore it if it drifted or was deleted (counted in
-    asr_operator_child_repairs_total and logged), and refresh the owner's status on Deployment events.
+    asr_operator_child_repairs_total and logged), and refresh the owner's status on events of the Deployment
+    and the autoscaler.
     API errors are logged only: the owner's next reconcile retries."""
     kind, name = str(child.get("kind")), str((child.get("metadata") or {}).get("name"))
     try:
@@ -222,7 +225,7 @@ def handle_child_event(
     if action != "unchanged":
         CHILD_REPAIRS_TOTAL.labels(kind=kind).inc()
         logger.info("%s %s %s/%s back", action, kind, asr.namespace, name)
-    if kind != "Deployment":
+    if kind not in STATUS_SOURCES:
         return
     try:
         write_status(kube, asr.namespace, asr.name, outcome=None, generation=None, asr=asr)
@@ -242,6 +245,21 @@ def _pod_problem(kube: Kube, namespace: str, selector: str) -> PodProblem | None
     except ApiException as e:
         logging.getLogger(__name__).warning("cannot list the pods of %s: HTTP %s", selector, e.status)
         return None
+
+
+def _autoscaler_of(kube: Kube, cr: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None] | None:
+    """(engine, the live ScaledObject or HPA) when the CR autoscales; None when it does not. Read from the CR as
+    stored (defaulted by the API server), so that it works for a spec the operator refuses too."""
+    auto = (cr.get("spec") or {}).get("autoscaling") or {}
+    if not auto.get("enabled"):
+        return None
+    engine = str(auto.get("engine") or "keda")
+    kind = KINDS["ScaledObject" if engine == "keda" else "HorizontalPodAutoscaler"]
+    meta = cr.get("metadata") or {}
+    try:
+        return engine, kube.get(kind, str(meta.get("namespace")), str(meta.get("name")))
+    except ApiException:
+        return engine, None
 
 
 _STATUS_LOCKS: dict[tuple[str, str], threading.Lock] = {}
@@ -276,6 +294,7 @@ def write_status(
                 return None
             deployment = kube.get(KINDS["Deployment"], namespace, name)
             pods = _pod_problem(kube, namespace, selector_of(name)) if deployment is not None else None
+            autoscaling = _autoscaler_of(kube, cr)
             current = cr.get("status") or {}
             if asr is not None:
                 endpoint, selector, image = asr.endpoint, asr.selector_string, asr.image
@@ -292,6 +311,7 @@ def write_status(
                 selector=selector,
                 image=image,
                 pods=pods,
+                autoscaling=autoscaling,
             )
             if status_changed(current, new):
                 kube.patch(KINDS[KIND], namespace, name, {"status": new}, "status")

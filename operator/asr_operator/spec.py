@@ -132,7 +132,7 @@ class ServiceSpec(_Model):
 
 
 class ServiceMonitorSpec(_Model):
-    enabled: bool = False
+    enabled: bool | None = None  # unset: follows autoscaling.enabled (the autoscaler's query needs the scrape)
     interval: str = Field(default="30s", pattern=r"^[0-9]+(ms|s|m|h)$")
     labels: dict[str, str] = Field(default_factory=dict)
 
@@ -187,6 +187,12 @@ class ASRDeploymentSpec(_Model):
     service: ServiceSpec = ServiceSpec()
     monitoring: Monitoring = Monitoring()
     pod: PodSpec = PodSpec()
+
+    @property
+    def service_monitor_enabled(self) -> bool:
+        """A ServiceMonitor when asked for, and by default whenever autoscaling reads the pods' queue depth."""
+        explicit = self.monitoring.service_monitor.enabled
+        return self.autoscaling.enabled if explicit is None else explicit
 
     @property
     def gpus(self) -> int:

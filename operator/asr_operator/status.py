@@ -11,7 +11,12 @@ from .pod_health import POD_REASONS, PodProblem
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
-CONDITION_TYPES = (READY, PROGRESSING, DEGRADED)
+METRICS_AVAILABLE = "MetricsAvailable"  # only with autoscaling: does the autoscaler read the queue depth?
+CONDITION_TYPES = (READY, PROGRESSING, DEGRADED, METRICS_AVAILABLE)
+NO_DATA_HINT = (
+    "is Prometheus scraping the pods? (monitoring.serviceMonitor, or prometheus.io annotations with the pod labels "
+    "kept); with the hpa engine, is prometheus-adapter serving custom.metrics.k8s.io?"
+)
 
 
 @dataclass(frozen=True)
@@ -30,13 +35,13 @@ def now() -> str:
 def _condition(
     previous: dict[str, dict[str, Any]],
     type_: str,
-    status: bool,
+    status: bool | None,
     reason: str,
     message: str,
     generation: int | None,
     timestamp: str,
 ) -> dict[str, Any]:
-    value = "True" if status else "False"
+    value = "Unknown" if status is None else "True" if status else "False"
     old = previous.get(type_)
     transition = old.get("lastTransitionTime") if old and old.get("status") == value else None
     cond: dict[str, Any] = {
@@ -74,6 +79,23 @@ def deployment_progress(deployment: dict[str, Any] | None) -> tuple[int, int, in
     )
 
 
+def _autoscaler_condition(engine: str, autoscaler: dict[str, Any] | None) -> tuple[bool | None, str, str]:
+    """Whether the autoscaler reads its metric, from its own conditions: the HPA's ScalingActive (False when the
+    metric cannot be fetched), KEDA's ScaledObject Ready (False when a trigger's query fails or returns nothing)."""
+    kind, wanted = ("ScaledObject", "Ready") if engine == "keda" else ("HorizontalPodAutoscaler", "ScalingActive")
+    if autoscaler is None:
+        return None, "NoAutoscaler", f"the {kind} does not exist (yet)"
+    conditions = {c.get("type"): c for c in (autoscaler.get("status") or {}).get("conditions") or []}
+    cond = conditions.get(wanted)
+    if cond is None or cond.get("status") not in ("True", "False"):
+        who = "KEDA" if engine == "keda" else "the HPA controller"
+        return None, "NotEvaluated", f"{who} has not evaluated the {kind} yet"
+    if cond["status"] == "True":
+        return True, "MetricRead", f"{kind} {wanted}: {cond.get('reason', '')}"
+    detail = " ".join(str(cond.get("message") or "").split())[:300]
+    return False, "NoMetricData", f"{kind} {cond.get('reason', wanted)}: {detail} — {NO_DATA_HINT}"
+
+
 def compute_status(
     current: dict[str, Any] | None,
     *,
@@ -84,11 +106,13 @@ def compute_status(
     selector: str,
     image: str | None = None,
     pods: PodProblem | None = None,
+    autoscaling: tuple[str, dict[str, Any] | None] | None = None,
     timestamp: str | None = None,
 ) -> dict[str, Any]:
     """The full status. `outcome` None (a Deployment event, not a reconcile) keeps observedGeneration and the
     reconcile part of Degraded from `current`. `pods`: the most serious problem of the pods, which becomes the
-    Ready condition's reason while none is ready (and Degraded's, unless the pods only wait for a node)."""
+    Ready condition's reason while none is ready (and Degraded's, unless the pods only wait for a node).
+    `autoscaling`: (engine, the live autoscaler) when autoscaling is on → the MetricsAvailable condition."""
     current = current or {}
     timestamp = timestamp or now()
     previous: dict[str, dict[str, Any]] = {
@@ -159,6 +183,9 @@ def compute_status(
             _condition(previous, DEGRADED, *degraded, generation, timestamp),
         ],
     }
+    if autoscaling is not None:
+        metrics_c = _autoscaler_condition(*autoscaling)
+        status["conditions"].append(_condition(previous, METRICS_AVAILABLE, *metrics_c, generation, timestamp))
     if observed is not None:
         status["observedGeneration"] = observed
     if image:

@@ -347,3 +347,28 @@ def test_status_says_why_no_pod_is_ready(
     # The printer column shows the reason.
     table = platform.kubectl("get", "asrdeployment", "asr-demo", "-n", ns, "--no-headers").stdout
     assert reason in table.split(), table
+
+
+def test_autoscaling_scrapes_the_pods_and_says_when_the_metric_is_missing(
+    platform: Kube, ns: str, start_operator: StartOperator
+) -> None:
+    """The real HPA controller, with no custom-metrics API registered (no prometheus-adapter here): it cannot
+    read asr_queue_depth, and the ASRDeployment says so instead of looking healthy while never scaling."""
+    start_operator()
+    hpa = {"enabled": True, "engine": "hpa", "minReplicas": 1, "maxReplicas": 3}
+    platform.apply(_demo(platform, ns, autoscaling=hpa))
+    uid = wait_ready(platform, ns, "asr-demo")["metadata"]["uid"]
+    # scraping follows autoscaling: a ServiceMonitor (admitted by prometheus-operator's real CRD) keeps the pod
+    # labels the queries match on
+    (monitor,) = owned_by(platform, ns, "servicemonitors.monitoring.coreos.com", uid)
+    assert "app.kubernetes.io/instance" in monitor["spec"]["podTargetLabels"]
+
+    def metrics_condition() -> dict[str, Any] | None:
+        cr = platform.get("asrdeployment", "asr-demo", ns) or {}
+        found = {c["type"]: c for c in (cr.get("status") or {}).get("conditions") or []}
+        cond = found.get("MetricsAvailable")
+        return cond if cond and cond["status"] == "False" else None
+
+    cond = wait_for("MetricsAvailable=False from the HPA controller", metrics_condition, timeout_s=120)
+    assert cond["reason"] == "NoMetricData"
+    assert "HorizontalPodAutoscaler" in cond["message"] and "asr_queue_depth" in cond["message"], cond

@@ -2,8 +2,9 @@
 (Debian's `prometheus` on loopback) that scrapes a real asr-serve under load.
 
 Prometheus scrapes the one server as two targets labelled the way prometheus-operator labels a ServiceMonitor's
-targets (namespace, service, pod, container, endpoint): the ASRDeployment `asr-demo` and another one,
-`asr-demo-canary`, whose pod name starts with `asr-demo-` (the KEDA query must not count it). Every query must
+targets (namespace, service, pod, container, endpoint, and the pod labels of its podTargetLabels): the
+ASRDeployment `asr-demo` and another one, `asr-demo-canary`, whose pod name starts with `asr-demo-` (the KEDA
+query must not count it). Every query must
 return data, with the labels its `by (...)`/legend name, and values that make sense for the load: a query that
 names a missing metric or label returns nothing (or lacks the label) and fails.
 """
@@ -53,8 +54,14 @@ class Observed:
         return self.api.query_range(expr, self.start, self.end)
 
 
+def _pod_labels(instance: str) -> dict[str, str]:
+    """The pod labels the ServiceMonitor's podTargetLabels (and a labelmap of pod labels) put on the series."""
+    return {"app_kubernetes_io_name": "asr-inference", "app_kubernetes_io_instance": instance}
+
+
 def _target(base: str, service: str, pod: str) -> dict[str, Any]:
-    labels = {"namespace": NAMESPACE, "service": service, "pod": pod, "container": "asr-serve", "endpoint": "http"}
+    labels = {"namespace": NAMESPACE, "service": service, "pod": pod, "container": "asr-serve", "endpoint": "http",
+              **_pod_labels(service)}  # fmt: skip
     return {"targets": [base.removeprefix("http://")], "labels": labels}
 
 
@@ -67,9 +74,10 @@ def observed() -> Iterator[Observed]:
         scrape = {"job_name": "asr-inference", "metrics_path": "/metrics",
                   "static_configs": [_target(base, SERVICE, POD), _target(base, OTHER_SERVICE, OTHER_POD)]}  # fmt: skip
         # the same pod once more, as Prometheus' usual `kubernetes-pods` job (prometheus.io/* annotations, which
-        # the operator sets) labels it: no service label. Queries must not count the pod twice.
+        # the operator sets; pod labels mapped) labels it: no service label. Queries must not count the pod twice.
+        pod_labels = {"namespace": NAMESPACE, "pod": POD, **_pod_labels(SERVICE)}
         annotations = {"job_name": "kubernetes-pods", "metrics_path": "/metrics", "static_configs": [
-            {"targets": [base.removeprefix("http://")], "labels": {"namespace": NAMESPACE, "pod": POD}}]}  # fmt: skip
+            {"targets": [base.removeprefix("http://")], "labels": pod_labels}]}  # fmt: skip
         with run_prometheus([scrape, annotations]) as prom:
             api = PromAPI(prom)
             deadline = time.monotonic() + 60

@@ -210,6 +210,7 @@ SERVICEMONITOR_SCHEMA = {
                     "type": "object",
                     "properties": {"matchNames": {"type": "array", "items": _STR}},
                 },
+                "podTargetLabels": {"type": "array", "items": _STR},
                 "endpoints": {
                     "type": "array",
                     "items": {
@@ -536,7 +537,10 @@ def test_keda_scaledobject() -> None:
     assert trigger["type"] == "prometheus"
     meta = trigger["metadata"]
     assert meta["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
-    assert meta["query"] == 'sum(max by (pod) (asr_queue_depth{namespace="speech",pod=~"sv-[a-z0-9]+-[a-z0-9]+"}))'
+    assert meta["query"] == (
+        'sum(max by (pod) (asr_queue_depth{namespace="speech",'
+        'app_kubernetes_io_name="asr-inference",app_kubernetes_io_instance="sv"}))'
+    )
     assert meta["threshold"] == "16" and meta["ignoreNullValues"] == "false"
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
@@ -589,8 +593,36 @@ def test_servicemonitor() -> None:
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert sm["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "15s", "scheme": "http"}]
     assert sm["spec"]["selector"]["matchLabels"] == asr.selector
+    # the labels the autoscaler's query matches on are kept on the series
+    assert sm["spec"]["podTargetLabels"] == ["app.kubernetes.io/name", "app.kubernetes.io/instance"]
     assert "ServiceMonitor" in {m["kind"] for m in desired_children(asr)[0]}
     assert ("ServiceMonitor", "asr") in desired_children(asr_for(SPECS["demo-cpu"]))[1]
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "service_monitor", "wanted"),
+    [
+        ({"enabled": False}, {}, False),
+        (KEDA, {}, True),  # the autoscaler's query needs the pods scraped: on by default
+        (HPA, {}, True),
+        (KEDA, {"enabled": False}, False),  # the user's Prometheus scrapes by annotations
+        ({"enabled": False}, {"enabled": True}, True),
+    ],
+)
+def test_scraping_follows_autoscaling_unless_set(
+    autoscaling: dict[str, Any], service_monitor: dict[str, Any], wanted: bool
+) -> None:
+    spec = {"model": {"source": "x/y"}, "autoscaling": autoscaling, "monitoring": {"serviceMonitor": service_monitor}}
+    present, absent = desired_children(asr_for(spec))
+    assert ("ServiceMonitor" in {m["kind"] for m in present}) is wanted
+    assert (("ServiceMonitor", "asr") in absent) is not wanted
+
+
+def test_queue_query_matches_pods_of_a_long_name_by_label() -> None:
+    name = "a-speech-recognition-service-with-a-rather-long-name-x"  # 54 chars: its pods' names are cut short
+    query = build_scaledobject(asr_for(SPECS["sensevoice-gpu-keda"], name=name))["spec"]["triggers"][0]
+    assert f'app_kubernetes_io_instance="{name}"' in query["metadata"]["query"]
+    assert "pod=~" not in query["metadata"]["query"]
 
 
 # --- images --------------------------------------------------------------------------------------------------

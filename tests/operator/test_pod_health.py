@@ -109,3 +109,52 @@ def test_a_rollout_whose_new_pod_crashes_says_so_while_old_pods_serve() -> None:
     assert _cond(st, "Ready")["status"] == "True"
     assert _cond(st, "Progressing")["reason"] == "OOMKilled" and "pod new" in _cond(st, "Progressing")["message"]
     assert _cond(st, "Degraded")["reason"] == "OOMKilled"
+
+
+# --- MetricsAvailable: does the autoscaler read the queue depth? --------------------------------------------
+
+
+def _autoscaler(condition_type: str, status: str, reason: str = "R", message: str = "") -> dict[str, Any]:
+    cond = {"type": condition_type, "status": status, "reason": reason, "message": message}
+    return {"status": {"conditions": [cond]}}
+
+
+@pytest.mark.parametrize(
+    ("engine", "autoscaler", "status", "reason"),
+    [
+        ("hpa", None, "Unknown", "NoAutoscaler"),
+        ("hpa", {"status": {}}, "Unknown", "NotEvaluated"),
+        ("hpa", _autoscaler("ScalingActive", "True", "ValidMetricFound"), "True", "MetricRead"),
+        (
+            "hpa",
+            _autoscaler("ScalingActive", "False", "FailedGetPodsMetric", "no custom metrics API"),
+            "False",
+            "NoMetricData",
+        ),
+        (
+            "keda",
+            _autoscaler("Ready", "False", "ScaledObjectCheckFailed", "the result is empty"),
+            "False",
+            "NoMetricData",
+        ),
+        ("keda", _autoscaler("Ready", "True", "ScaledObjectReady"), "True", "MetricRead"),
+        ("keda", _autoscaler("Ready", "Unknown"), "Unknown", "NotEvaluated"),
+    ],
+)
+def test_metrics_available_follows_the_autoscalers_own_condition(
+    engine: str, autoscaler: dict[str, Any] | None, status: str, reason: str
+) -> None:
+    st = compute_status(
+        {}, generation=1, deployment=_dep(1, 1, 1), outcome=Outcome(True), autoscaling=(engine, autoscaler), **COMMON
+    )
+    cond = _cond(st, "MetricsAvailable")
+    assert (cond["status"], cond["reason"]) == (status, reason)
+    if status == "False":
+        inner = autoscaler["status"]["conditions"][0]  # type: ignore[index]
+        assert inner["reason"] in cond["message"] and inner["message"] in cond["message"]
+        assert "scraping" in cond["message"]  # says what to check
+
+
+def test_no_metrics_condition_without_autoscaling() -> None:
+    st = compute_status({}, generation=1, deployment=_dep(1, 1, 1), outcome=Outcome(True), **COMMON)
+    assert "MetricsAvailable" not in {c["type"] for c in st["conditions"]}
