@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -110,3 +113,34 @@ def request_head(length: int | None, *, extra: str = "", boundary: str = BOUNDAR
 def host_port(base_url: str) -> tuple[str, int]:
     host, _, port = base_url.removeprefix("http://").partition(":")
     return host, int(port)
+
+
+ANSWER_WITHIN_S = 60  # bounds a hang only
+
+
+def exchange_blocking(base: str, data: bytes, *, hang_up: bool) -> tuple[int, dict[str, str], dict] | None:
+    """Send `data` on a fresh connection, then read the one answer. A plain socket, not asyncio's streams: when the
+    server answers early and closes with our bytes unread, the kernel resets the connection, and a StreamReader
+    then raises instead of handing over the answer it already received; recv() hands the answer over first."""
+    with socket.create_connection(host_port(base), timeout=ANSWER_WITHIN_S) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
+            sock.sendall(data)  # the server may stop reading (and close) before all of it is sent
+        if hang_up:
+            return None
+        received = b""
+        with contextlib.suppress(ConnectionResetError):
+            while b"\r\n\r\n" not in received or len(received) < answer_length(received):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    return int(lines[0].split()[1]), headers, json.loads(body[: int(headers["content-length"])])
+
+
+def answer_length(received: bytes) -> int:
+    head, _, _ = received.partition(b"\r\n\r\n")
+    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+    return len(head) + 4 + (int(length.group(1)) if length else 0)

@@ -7,6 +7,7 @@ import asyncio
 import io
 import logging
 import re
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -37,6 +38,7 @@ from .errors import (
 from .metrics import Metrics
 from .pipeline import Transcriber
 from .realtime import KEY_SUBPROTOCOL, RealtimeHub
+from .scratch import ScratchBudget, request_scratch_bytes
 from .timing import server_timing
 from .upload_guard import UploadGuard, require_api_key, token_matches
 from .warmup import to_wav_bytes, warmup_samples
@@ -73,6 +75,7 @@ class ServerState:
     # called once when the model fails to load; `asr-serve` sets it to stop the server (exit 1) at once instead of
     # serving 503s until a startup probe gives up
     on_load_failure: Callable[[str], None] | None = None
+    scratch: ScratchBudget = field(default_factory=lambda: ScratchBudget(None, tempfile.gettempdir()))
 
     @property
     def names(self) -> list[str]:
@@ -136,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     source = model_source.resolve(settings)  # a bad --model fails here, before any import or hub call
     metrics = Metrics()
     state = ServerState(settings, metrics, source.name)
+    state.scratch = ScratchBudget(int(settings.scratch_mb * 2**20) or None, tempfile.gettempdir())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -172,7 +176,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # inner first: the guard sees only transcription uploads, inside the request's log line and metrics
     app.add_middleware(
         UploadGuard, path=TRANSCRIBE_PATH, api_key=settings.api_key, max_upload_mb=settings.max_upload_mb,
-        upload_timeout_s=settings.upload_timeout_s,
+        upload_timeout_s=settings.upload_timeout_s, scratch=state.scratch, max_audio_s=settings.max_audio_s,
     )  # fmt: skip
     app.add_middleware(RequestContextMiddleware, state=state)
     install_error_handlers(app)
@@ -288,6 +292,9 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
                 "graph_mode": info.graph_mode,
                 "graph_fallback_reason": info.graph_fallback_reason,
                 "max_batch_size": settings.max_batch_size,
+                "scratch": state.scratch.report(
+                    request_scratch_bytes(int(settings.max_upload_mb * 2**20), settings.max_audio_s)
+                ),
                 "startup_seconds": round(state.ready_after_s or 0.0, 3),
             }
         )

@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     max_audio_s: float = Field(3600.0, gt=0)
     """Longest accepted audio after decoding (413 above)."""
 
+    scratch_mb: float = Field(0.0, ge=0)
+    """Disk in MiB under the temp dir for uploads in progress (spooled body, ffmpeg's copy, decoded samples). An
+    upload reserves its worst case before its body is read; one that does not fit gets 429 with Retry-After
+    instead of filling the disk (on Kubernetes, a full /tmp volume evicts the pod). 0: no limit. /readyz reports
+    the need per request."""
+
     segment_s: float = Field(30.0, ge=1, le=600)
     """Audio longer than this is cut into segments of at most this length (see `segmenter`) and stitched."""
 

@@ -111,6 +111,12 @@ class QueueFull(ASRError):
         super().__init__(message, headers={"Retry-After": str(max(1, retry_after_s))})
 
 
+class ScratchFull(QueueFull):
+    """Backpressure: the uploads in progress hold the server's scratch disk budget (--scratch-mb)."""
+
+    code = "scratch_full"
+
+
 class NotReady(ASRError):
     status_code = 503
     type = "server_error"

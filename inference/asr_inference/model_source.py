@@ -4,6 +4,7 @@ funasr is imported, so a missing local path fails fast with a clear message and 
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,32 @@ def resolve(settings: Settings) -> ModelSource:
             "'iic/SenseVoiceSmall' with --hub modelscope|huggingface."
         )
     hub = "hf" if settings.hub == "huggingface" else "ms"
+    _check_cache_writable(CACHE_ENV[hub])
     return ModelSource(model, False, hub, _first(settings) or model.split("/")[-1])
+
+
+# Where each hub's client downloads to (the images and the operator set them under /models).
+CACHE_ENV = {"ms": "MODELSCOPE_CACHE", "hf": "HF_HOME"}
+
+
+def _check_cache_writable(env_var: str) -> None:
+    """A hub model is downloaded into $MODELSCOPE_CACHE / $HF_HOME: fail at start, saying what to fix, when that
+    directory cannot be written — e.g. a hostPath the kubelet created root-owned while the server runs as uid
+    10001 — instead of failing deep inside the hub client after the startup probe's wait."""
+    directory = os.environ.get(env_var)
+    if not directory:
+        return  # the hub client's default under $HOME
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".asr-write-check-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ModelLoadError(
+            f"the model cache {directory} (${env_var}) is not writable by uid {os.getuid()}: {e.strerror}. "
+            "Hub models are downloaded there: mount a writable volume on /models (a node directory must be owned "
+            "by, or group-writable for, uid/gid 10001), or serve a local model directory."
+        ) from None
 
 
 def _check_local_dir(path: str) -> None:

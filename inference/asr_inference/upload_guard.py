@@ -1,7 +1,8 @@
 """The transcription upload's guard, before a byte of the body is parsed: the API key from the headers (a wrong key
 with a large or stalled body gets 401 at once), the size limit counted while the body streams in (a chunked body
 has no Content-Length to check up front), a read timeout for a stalled body, and a client that hangs up during the
-upload counted as 499 (not the 400 of a body that failed to parse).
+upload counted as 499 (not the 400 of a body that failed to parse), and the scratch disk the upload may fill
+reserved before its body is read (429 when the budget is taken: `scratch.py`).
 
 Pure ASGI. The limits act inside `receive`: the exception it raises is a Starlette HTTPException, which FastAPI's
 body parsing passes on unchanged (any other exception there becomes a 400), so the app's one error mapping renders
@@ -17,7 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ASRError, ClientClosed, PayloadTooLarge, Unauthorized, UploadTimeout
+from .errors import ASRError, ClientClosed, PayloadTooLarge, ScratchFull, Unauthorized, UploadTimeout
+from .scratch import ScratchBudget, request_scratch_bytes
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and form fields around the file
 
@@ -51,9 +53,19 @@ def require_api_key(api_key: str | None, connection: HTTPConnection) -> None:
 
 class UploadGuard:
     def __init__(
-        self, app: ASGIApp, *, path: str, api_key: str | None, max_upload_mb: float, upload_timeout_s: float
+        self,
+        app: ASGIApp,
+        *,
+        path: str,
+        api_key: str | None,
+        max_upload_mb: float,
+        upload_timeout_s: float,
+        scratch: ScratchBudget | None = None,
+        max_audio_s: float = 3600.0,
     ) -> None:
         self.app = app
+        self.scratch = scratch or ScratchBudget(None, "")
+        self.max_audio_s = max_audio_s
         self.path = path
         self.api_key = api_key
         self.max_upload_mb = max_upload_mb
@@ -72,7 +84,16 @@ class UploadGuard:
         if length.isdigit() and int(length) > self.limit:
             await self._refuse(self._too_large(), scope, receive, send)
             return
-        await self.app(scope, self._guarded(scope, receive), send)
+        # a chunked body may grow to the limit: its worst case is reserved
+        reservation = request_scratch_bytes(int(length) if length.isdigit() else self.limit, self.max_audio_s)
+        if not self.scratch.try_reserve(reservation):
+            busy = ScratchFull("the server's scratch disk is taken by uploads in progress; retry shortly", 1)
+            await self._refuse(busy, scope, receive, send)
+            return
+        try:
+            await self.app(scope, self._guarded(scope, receive), send)
+        finally:
+            self.scratch.release(reservation)
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"upload exceeds {self.max_upload_mb:g} MB")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .quantity import canonical_quantity as q
+from .scratch import HEADROOM_MI, default_scratch_mi
 from .settings import DEFAULT_INFERENCE_IMAGE
 from .spec import ASRDeploymentSpec, parse_quantity
 
@@ -30,6 +31,7 @@ CONTAINER_NAME = "asr-serve"
 CONTAINER_PORT = 8000
 PORT_NAME = "http"
 MODELS_DIR = "/models"
+MODELS_CACHE_DIR = f"{MODELS_DIR}/cache"
 LOG_DIR = "/var/log/asr"
 LOG_FILE = f"{LOG_DIR}/server.log"
 PRESTOP_SLEEP_S = 5
@@ -127,6 +129,14 @@ def log_volume_size_mi(spec: ASRDeploymentSpec) -> int:
     return rot.max_size_mb * (rot.max_files + 1) + LOG_HEADROOM_MI
 
 
+def scratch_mi(spec: ASRDeploymentSpec) -> int:
+    """The /tmp volume in MiB: limits.scratchSize, else room for a few worst-case uploads (`scratch.py`)."""
+    lim = spec.limits
+    if lim.scratch_size:
+        return int(parse_quantity(lim.scratch_size) // 2**20)
+    return default_scratch_mi(lim.max_upload_mb, lim.max_audio_seconds)
+
+
 def server_env(asr: ASR) -> dict[str, str]:
     """The inference server's settings (ASR_* env vars of asr_inference.config.Settings) + cache locations."""
     s = asr.spec
@@ -148,6 +158,7 @@ def server_env(asr: ASR) -> dict[str, str]:
             "ASR_REQUEST_TIMEOUT_S": str(s.limits.request_timeout_seconds),
             "ASR_MAX_UPLOAD_MB": _num(s.limits.max_upload_mb),
             "ASR_MAX_AUDIO_S": _num(s.limits.max_audio_seconds),
+            "ASR_SCRATCH_MB": str(scratch_mi(s) - HEADROOM_MI),
             "ASR_DRAIN_TIMEOUT_S": str(drain_timeout_s(s)),
             "ASR_LOG_LEVEL": s.logging.level,
             "ASR_LOG_FORMAT": s.logging.format,
@@ -156,9 +167,10 @@ def server_env(asr: ASR) -> dict[str, str]:
             "ASR_LOG_BACKUP_COUNT": str(s.logging.rotation.max_files),
             "ASR_HOST": "0.0.0.0",
             "ASR_PORT": str(CONTAINER_PORT),
-            "MODELSCOPE_CACHE": f"{MODELS_DIR}/modelscope",
-            "HF_HOME": f"{MODELS_DIR}/huggingface",
-            "TORCH_HOME": f"{MODELS_DIR}/torch",
+            # the image's own locations (inference/Dockerfile): hub downloads under /models/cache
+            "MODELSCOPE_CACHE": f"{MODELS_CACHE_DIR}/modelscope",
+            "HF_HOME": f"{MODELS_CACHE_DIR}/huggingface",
+            "TORCH_HOME": f"{MODELS_CACHE_DIR}/torch",
             "HOME": "/tmp",
             "XDG_CACHE_HOME": "/tmp/.cache",
         }
@@ -184,7 +196,10 @@ def _cache_volume(asr: ASR) -> dict[str, Any]:
     if cache is not None and cache.pvc_name:
         return {"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.pvc_name}}
     if cache is not None and cache.host_path:
-        return {"name": "model-cache", "hostPath": {"path": cache.host_path, "type": "DirectoryOrCreate"}}
+        # Directory, not DirectoryOrCreate: the kubelet would create it root-owned 0755, unwritable by uid 10001.
+        # The node's directory must exist, owned by (or group-writable for) 10001; the server says so at start
+        # when it cannot write a hub download there.
+        return {"name": "model-cache", "hostPath": {"path": cache.host_path, "type": "Directory"}}
     empty: dict[str, Any] = {"sizeLimit": q(DEFAULT_CACHE_SIZE)}
     if cache is not None and cache.empty_dir is not None:
         empty = {"sizeLimit": q(cache.empty_dir.size_limit)}
@@ -311,13 +326,15 @@ def build_deployment(asr: ASR, configmap: dict[str, Any] | None = None) -> dict[
             "runAsUser": 10001,
             "runAsGroup": 10001,
             "fsGroup": 10001,
+            # chown a large model cache volume only when its root is not already ours (not on every start)
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "volumes": [
             _cache_volume(asr),
             {"name": "logs", "emptyDir": {"sizeLimit": q(f"{log_volume_size_mi(s)}Mi")}},
             {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": q(s.resources.shm_size)}},
-            {"name": "tmp", "emptyDir": {"sizeLimit": "1Gi"}},
+            {"name": "tmp", "emptyDir": {"sizeLimit": q(f"{scratch_mi(s)}Mi")}},
         ],
     }
     p = s.pod
@@ -333,6 +350,8 @@ def build_deployment(asr: ASR, configmap: dict[str, Any] | None = None) -> dict[
         pod_spec["imagePullSecrets"] = [{"name": x.name} for x in p.image_pull_secrets]
     if p.service_account_name:
         pod_spec["serviceAccountName"] = p.service_account_name
+    if p.runtime_class_name:  # e.g. "nvidia" where the NVIDIA container runtime is not the node's default
+        pod_spec["runtimeClassName"] = p.runtime_class_name
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",

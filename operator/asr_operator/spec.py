@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from . import quantity
+from .scratch import minimum_scratch_mi
 
 GROUP = "asr-platform.io"
 VERSION = "v1alpha1"
@@ -71,6 +72,7 @@ class Limits(_Model):
     max_audio_seconds: float = Field(default=3600, ge=1, le=86_400)
     max_upload_mb: float = Field(default=100, ge=1, le=4096, alias="maxUploadMB")
     request_timeout_seconds: int = Field(default=120, ge=1, le=3600)
+    scratch_size: str | None = Field(default=None, pattern=_QUANTITY)  # /tmp; unset: from the upload limits
 
 
 class ImageSpec(_Model):
@@ -166,6 +168,7 @@ class PodSpec(_Model):
     priority_class_name: str | None = Field(default=None, max_length=253)
     image_pull_secrets: list[LocalObjectReference] = Field(default_factory=list)
     service_account_name: str | None = Field(default=None, max_length=253)
+    runtime_class_name: str | None = Field(default=None, min_length=1, max_length=253)
     env: list[EnvVar] = Field(default_factory=list)
     annotations: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
@@ -268,6 +271,14 @@ def semantic_errors(spec: ASRDeploymentSpec) -> list[str]:
             f"resources.shmSize {spec.resources.shm_size} must be below resources.limits.memory {lim.memory} "
             "(/dev/shm counts against the memory limit)"
         )
+    lims = spec.limits
+    if lims.scratch_size:
+        need = minimum_scratch_mi(lims.max_upload_mb, lims.max_audio_seconds)
+        if parse_quantity(lims.scratch_size) < need * 2**20:
+            errors.append(
+                f"limits.scratchSize {lims.scratch_size} is below one upload's worst case ({need}Mi: twice "
+                "maxUploadMB for the body and its copy, the decoded samples of maxAudioSeconds, 64Mi headroom)"
+            )
     cache = spec.model.cache
     if (
         cache is not None

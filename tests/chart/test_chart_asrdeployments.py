@@ -83,6 +83,16 @@ def test_the_cel_check_catches_invalid_specs(render, asrd_schema, spec, message)
     assert any(message in v for v in violations), violations
 
 
-def test_readiness_test_port_matches_the_crd_service_port_default(chart, asrd_schema):
-    service = asrd_schema["properties"]["spec"]["properties"]["service"]["properties"]
-    assert chart.values["tests"]["port"] == service["port"]["default"]
+def test_readiness_test_uses_the_asrdeployments_service_port(render, asrd_schema):
+    def readyz_url(values):
+        objects = render(values)
+        (pod,) = [o for o in objects if o["kind"] == "Pod" and o["metadata"]["name"].endswith("-test-readyz")]
+        return pod["spec"]["containers"][0]["command"][-1]
+
+    default_port = asrd_schema["properties"]["spec"]["properties"]["service"]["properties"]["port"]["default"]
+    spec = {"model": {"source": "builtin:demo"}, "device": "cpu"}
+    item = {"name": "a", "namespace": "speech", "spec": spec}
+    assert readyz_url({"asrDeployments": [item]}) == f"http://a.speech.svc:{default_port}/readyz"
+    ported = {**item, "spec": {**spec, "service": {"port": 9000}}}
+    assert readyz_url({"asrDeployments": [ported]}) == "http://a.speech.svc:9000/readyz"
+    assert readyz_url({"asrDeployments": [ported], "tests": {"port": 9100}}) == "http://a.speech.svc:9100/readyz"

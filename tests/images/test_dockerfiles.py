@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from asr_operator.builders import ASR, build_configmap
+from asr_operator.spec import parse_spec
 from requirements_check import skip_unless_ci
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -495,6 +497,10 @@ def test_inference_runtime_contract(inference_df: Dockerfile, target: str | None
     env = inference_df.env(target)
     for var in ("MODELSCOPE_CACHE", "HF_HOME"):
         assert env.get(var, "").startswith("/models/cache"), f"{var} must point under /models/cache: {env.get(var)}"
+    # the operator's ConfigMap sets the same cache locations as the image (one layout, in and out of Kubernetes)
+    operator_env = build_configmap(ASR("a", "ns", parse_spec({"model": {"source": "x/y"}})))["data"]
+    for var in ("MODELSCOPE_CACHE", "HF_HOME", "TORCH_HOME"):
+        assert operator_env[var] == env.get(var), (var, operator_env[var], env.get(var))
     assert any("ffmpeg" in os_package_installs(s) for s in chain), "ffmpeg is not installed in the runtime image"
     # /models must exist and belong to the runtime user, so hub downloads into /models/cache can be written.
     runs = " ".join(i.args for i in inference_df.effective(target, "RUN"))

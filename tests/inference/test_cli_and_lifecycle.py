@@ -61,6 +61,20 @@ def test_missing_local_path_fails_clearly_without_a_hub_call(tmp_path: Path, net
     assert network_attempts == []
 
 
+@pytest.mark.parametrize(("hub", "env_var"), [("modelscope", "MODELSCOPE_CACHE"), ("huggingface", "HF_HOME")])
+def test_an_unwritable_model_cache_fails_at_start_saying_what_to_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hub: str, env_var: str
+) -> None:
+    # a path under a regular file cannot be created, whoever runs the test (root included)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv(env_var, str(tmp_path / "file" / "cache"))
+    with pytest.raises(ModelLoadError, match=rf"model cache .*\${env_var}.* is not writable by uid .*10001"):
+        model_source.resolve(Settings(model="iic/SenseVoiceSmall", hub=hub))
+    monkeypatch.setenv(env_var, str(tmp_path / "cache"))  # writable (created on the way): fine
+    assert model_source.resolve(Settings(model="iic/SenseVoiceSmall", hub=hub)).local is False
+    assert not list((tmp_path / "cache").iterdir())  # the write check leaves nothing behind
+
+
 def test_asr_serve_exits_with_a_message_for_a_missing_model(tmp_path: Path) -> None:
     exe = Path(sys.executable).parent / "asr-serve"
     out = subprocess.run(

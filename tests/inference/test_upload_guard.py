@@ -5,15 +5,11 @@ during the upload is a 499; Starlette's own errors come in the one envelope."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import re
-import socket
 from pathlib import Path
 
 import httpx
 from asr_inference.upload_guard import api_key_matches
-from serving import BOUNDARY, host_port, metric, metric_samples, request_head, serve, serve_http
+from serving import BOUNDARY, exchange_blocking, metric, metric_samples, request_head, serve, serve_http
 
 MB = 2**20
 ANSWER_WITHIN_S = 60  # bounds a hang only: the server must answer without the rest of the body
@@ -26,36 +22,8 @@ def _part_head() -> bytes:
     ).encode()
 
 
-def _exchange_blocking(base: str, data: bytes, *, hang_up: bool) -> tuple[int, dict[str, str], dict] | None:
-    """Send `data` on a fresh connection, then read the one answer. A plain socket, not asyncio's streams: when the
-    server answers early and closes with our bytes unread, the kernel resets the connection, and a StreamReader
-    then raises instead of handing over the answer it already received; recv() hands the answer over first."""
-    with socket.create_connection(host_port(base), timeout=ANSWER_WITHIN_S) as sock:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError, TimeoutError):
-            sock.sendall(data)  # the server may stop reading (and close) before all of it is sent
-        if hang_up:
-            return None
-        received = b""
-        with contextlib.suppress(ConnectionResetError):
-            while b"\r\n\r\n" not in received or len(received) < _answer_length(received):
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
-    return int(lines[0].split()[1]), headers, json.loads(body[: int(headers["content-length"])])
-
-
-def _answer_length(received: bytes) -> int:
-    head, _, _ = received.partition(b"\r\n\r\n")
-    length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-    return len(head) + 4 + (int(length.group(1)) if length else 0)
-
-
 async def _exchange(base: str, data: bytes) -> tuple[int, dict[str, str], dict]:
-    answer = await asyncio.to_thread(_exchange_blocking, base, data, hang_up=False)
+    answer = await asyncio.to_thread(exchange_blocking, base, data, hang_up=False)
     assert answer is not None
     return answer
 
@@ -92,7 +60,7 @@ async def test_wrong_key_is_answered_before_the_body() -> None:
 async def test_client_hanging_up_during_the_upload_is_499() -> None:
     async with serve_http(upload_timeout_s=600) as (app, base):
         data = request_head(1 * MB) + _part_head() + b"\0" * 4096
-        await asyncio.to_thread(_exchange_blocking, base, data, hang_up=True)
+        await asyncio.to_thread(exchange_blocking, base, data, hang_up=True)
         registry = app.state.asr.metrics.registry
         async with asyncio.timeout(ANSWER_WITHIN_S):
             while registry.get_sample_value("asr_requests_total", {"code": "499"}) != 1:

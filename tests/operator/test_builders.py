@@ -10,6 +10,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import pytest
+from asr_inference.scratch import request_scratch_bytes
 from asr_operator.builders import (
     ASR,
     CHECKSUM_ANNOTATION,
@@ -26,7 +27,8 @@ from asr_operator.builders import (
     split_image,
     termination_grace_s,
 )
-from asr_operator.spec import ASRDeploymentSpec, parse_spec
+from asr_operator.scratch import request_scratch_mi
+from asr_operator.spec import ASRDeploymentSpec, InvalidSpec, parse_spec
 from harness import EXAMPLES, load_example
 
 NS = "speech"
@@ -272,7 +274,8 @@ def test_configmap_carries_every_server_setting() -> None:
     assert data["ASR_LOG_FILE"] == "/var/log/asr/server.log"
     assert data["ASR_LOG_MAX_BYTES"] == str(100 * 1024 * 1024) and data["ASR_LOG_BACKUP_COUNT"] == "3"
     assert data["ASR_PORT"] == "8000"
-    assert data["MODELSCOPE_CACHE"].startswith("/models/") and data["HF_HOME"].startswith("/models/")
+    # the image's locations (inference/Dockerfile ENV): hub downloads under /models/cache
+    assert data["MODELSCOPE_CACHE"] == "/models/cache/modelscope" and data["HF_HOME"] == "/models/cache/huggingface"
     assert all(isinstance(v, str) for v in data.values())
 
 
@@ -407,7 +410,7 @@ def test_writable_paths_are_volumes_and_shm_is_memory() -> None:
 @pytest.mark.parametrize(
     ("key", "expected"),
     [
-        ("local-hostpath", {"hostPath": {"path": "/srv/asr-models", "type": "DirectoryOrCreate"}}),
+        ("local-hostpath", {"hostPath": {"path": "/srv/asr-models", "type": "Directory"}}),  # never made root-owned
         ("paraformer-hpa", {"emptyDir": {"sizeLimit": "10Gi"}}),
         ("memory-cache-cpu-bf16", {"emptyDir": {"sizeLimit": "2Gi", "medium": "Memory"}}),
         ("minimal-hub", {"emptyDir": {"sizeLimit": "20Gi"}}),
@@ -653,3 +656,40 @@ def test_split_image(image: str, expected: tuple[str, str | None]) -> None:
 def test_image_defaults_come_from_the_operator(image: dict[str, str] | None, expected: str) -> None:
     spec = ASRDeploymentSpec.model_validate({"model": {"source": "x"}, **({"image": image} if image else {})})
     assert resolve_image(spec, "op/default:9") == expected
+
+
+# --- /tmp: sized from the upload limits, and the server told the budget ---------------------------------------
+
+
+def _tmp_and_budget(spec: dict[str, Any]) -> tuple[str, str]:
+    asr = asr_for(spec)
+    volumes = {v["name"]: v for v in build_deployment(asr)["spec"]["template"]["spec"]["volumes"]}
+    return volumes["tmp"]["emptyDir"]["sizeLimit"], build_configmap(asr)["data"]["ASR_SCRATCH_MB"]
+
+
+def test_tmp_holds_four_worst_case_uploads_and_the_server_knows_its_budget() -> None:
+    # defaults: 100 MB uploads, 3600 s audio → body + copy 200 Mi + 3600 s x 64 kB/s ≈ 220 Mi → 420 Mi per upload
+    assert _tmp_and_budget({"model": {"source": "x/y"}}) == ("1744Mi", "1680")
+    # short audio only: the decoded part is capped by maxAudioSeconds
+    limits = {"maxUploadMB": 10, "maxAudioSeconds": 60}
+    assert _tmp_and_budget({"model": {"source": "x/y"}, "limits": limits}) == (f"{4 * 24 + 64}Mi", str(4 * 24))
+    assert _tmp_and_budget({"model": {"source": "x/y"}, "limits": {"scratchSize": "10Gi"}}) == ("10Gi", "10176")
+
+
+def test_scratch_smaller_than_one_upload_is_refused() -> None:
+    with pytest.raises(InvalidSpec, match=r"limits.scratchSize 256Mi is below one upload's worst case \(484Mi"):
+        parse_spec({"model": {"source": "x/y"}, "limits": {"scratchSize": "256Mi"}})
+
+
+@pytest.mark.parametrize(("upload_mb", "audio_s"), [(100, 3600), (1, 3600), (4096, 60), (25, 86400)])
+def test_operator_and_server_agree_on_one_uploads_scratch(upload_mb: float, audio_s: float) -> None:
+    server_mi = request_scratch_bytes(int(upload_mb * 2**20), audio_s) / 2**20
+    assert request_scratch_mi(upload_mb, audio_s) == pytest.approx(server_mi, abs=1)
+
+
+def test_runtime_class_and_fs_group_change_policy() -> None:
+    spec = {"model": {"source": "x/y"}, "pod": {"runtimeClassName": "nvidia"}}
+    pod = build_deployment(asr_for(spec))["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "nvidia"
+    assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"  # no chown of a big cache each start
+    assert "runtimeClassName" not in build_deployment(asr_for({"model": {"source": "x/y"}}))["spec"]["template"]["spec"]

@@ -162,7 +162,11 @@ Readiness-test target URL ("" when no target is known).
 {{- if not $ns }}
 {{- if and $first (eq (get $first "name") $name) }}{{ $ns = default .Release.Namespace (get $first "namespace") }}{{ else }}{{ $ns = .Release.Namespace }}{{ end }}
 {{- end }}
-{{- printf "http://%s.%s.svc:%d/readyz" $name $ns (int .Values.tests.port) }}
+{{- $port := int .Values.tests.port }}
+{{- if and (not $port) $first (eq (get $first "name") $name) }}
+{{- $port = int (dig "spec" "service" "port" 0 $first) }}
+{{- end }}
+{{- printf "http://%s.%s.svc:%d/readyz" $name $ns (ternary $port 8000 (gt $port 0)) }}
 {{- end }}
 {{- end }}
 {{- end }}
