@@ -150,7 +150,8 @@ class Settings(BaseSettings):
     """Rotated log files kept besides the current one."""
 
     host: str = "0.0.0.0"
-    """Address to listen on."""
+    """Address to listen on. `::`: every IPv6 and IPv4 address (dual stack; 0.0.0.0 where the kernel has no
+    IPv6) — what the operator sets, so one pod spec serves IPv4, IPv6 and dual-stack clusters."""
 
     port: int = Field(8000, ge=1, le=65535)
     """Port to listen on (HTTP API, health and /metrics)."""

@@ -165,7 +165,7 @@ def server_env(asr: ASR) -> dict[str, str]:
             "ASR_LOG_FILE": LOG_FILE,
             "ASR_LOG_MAX_BYTES": str(s.logging.rotation.max_size_mb * 1024 * 1024),
             "ASR_LOG_BACKUP_COUNT": str(s.logging.rotation.max_files),
-            "ASR_HOST": "0.0.0.0",
+            "ASR_HOST": "::",  # both families (IPv4, IPv6-only and dual-stack clusters); 0.0.0.0 without IPv6
             "ASR_PORT": str(CONTAINER_PORT),
             # the image's own locations (inference/Dockerfile): hub downloads under /models/cache
             "MODELSCOPE_CACHE": f"{MODELS_CACHE_DIR}/modelscope",

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if config.metrics_port:
         from prometheus_client import start_http_server
 
-        start_http_server(config.metrics_port)
+        start_http_server(config.metrics_port, addr=config.bind_address)
 
     registry = kopf.OperatorRegistry()
     # A plain OperatorRegistry has no login handlers (only kopf's default registry gets them): without this the

@@ -25,7 +25,7 @@ class OperatorSettings(BaseSettings):
     """kopf peering object for HA (several operator replicas, one active); empty = standalone."""
 
     liveness_port: int = Field(default=8080, ge=0, le=65535)
-    """Port of kopf's liveness endpoint http://0.0.0.0:<port>/healthz; 0 = off."""
+    """Port of kopf's liveness endpoint http://<any address>:<port>/healthz; 0 = off."""
 
     metrics_port: int = Field(default=9090, ge=0, le=65535)
     """Port of the Prometheus metrics endpoint (asr_operator_reconcile_*); 0 = off."""
@@ -35,6 +35,10 @@ class OperatorSettings(BaseSettings):
 
     resync_interval_s: float = Field(default=60.0, gt=0)
     """Period of the drift-repair timer per ASRDeployment (children are watched too: this is a backstop)."""
+
+    pod_ip: str = Field(default="", validation_alias="POD_IP")
+    """The pod's primary IP (`POD_IP`, from status.podIP): the endpoints listen on its family's any-address, which
+    is where the kubelet probes and Prometheus scrapes (IPv6 on IPv6-only and IPv6-first clusters)."""
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -50,5 +54,12 @@ class OperatorSettings(BaseSettings):
         return not self.namespaces
 
     @property
+    def bind_address(self) -> str:
+        """`::` when the pod's IP is IPv6, else 0.0.0.0. (kopf's aiohttp listener on `::` is IPv6-only, so the
+        family must be the one the pod is reached on.)"""
+        return "::" if ":" in self.pod_ip else "0.0.0.0"
+
+    @property
     def liveness_endpoint(self) -> str | None:
-        return f"http://0.0.0.0:{self.liveness_port}/healthz" if self.liveness_port else None
+        host = "[::]" if self.bind_address == "::" else self.bind_address
+        return f"http://{host}:{self.liveness_port}/healthz" if self.liveness_port else None

@@ -292,6 +292,11 @@ def test_after_ready_the_operator_writes_nothing(platform: Kube, ns: str, start_
         wait_for(
             f"{name}'s status to count its Ready pods", lambda n=name, r=desired: _status_counts(platform, ns, n, r)
         )
+        auto = cr["spec"].get("autoscaling") or {}
+        if auto.get("enabled") and auto.get("engine") == "hpa":
+            # the HPA controller's first evaluation (every 15 s) changes MetricsAvailable: a real change, before
+            # the window (KEDA does not run here: its ScaledObject's condition stays Unknown)
+            wait_for(f"{name}'s MetricsAvailable from the HPA", lambda n=name: _metrics_evaluated(platform, ns, n))
     since = time.time()
     time.sleep(QUIET_S)  # the window itself: what is measured is what happens in it
     writes = operator_writes(platform, OPERATOR_USER, {ns}, since)
@@ -306,6 +311,12 @@ def _settled(kube: Kube, namespace: str, deployment: dict[str, Any], desired: in
 def _status_counts(kube: Kube, namespace: str, name: str, ready: int) -> bool:
     cr = ready_status(kube, namespace, name)
     return bool(cr) and cr["status"].get("readyReplicas") == ready  # type: ignore[index]
+
+
+def _metrics_evaluated(kube: Kube, namespace: str, name: str) -> bool:
+    cr = kube.get("asrdeployment", name, namespace) or {}
+    conditions = {c["type"]: c for c in (cr.get("status") or {}).get("conditions") or []}
+    return conditions.get("MetricsAvailable", {}).get("status") in ("True", "False")
 
 
 def _ready_condition(kube: Kube, namespace: str, name: str) -> dict[str, Any] | None:

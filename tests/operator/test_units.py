@@ -235,6 +235,23 @@ def test_operator_settings_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.liveness_endpoint == "http://0.0.0.0:8080/healthz"
 
 
+@pytest.mark.parametrize(
+    ("pod_ip", "bind", "liveness"),
+    [
+        ("10.244.1.7", "0.0.0.0", "http://0.0.0.0:8080/healthz"),
+        ("fd00:10:244::7", "::", "http://[::]:8080/healthz"),  # IPv6-only or IPv6-first cluster
+        ("", "0.0.0.0", "http://0.0.0.0:8080/healthz"),  # outside a pod
+    ],
+)
+def test_operator_listens_on_the_family_of_its_pod_ip(
+    monkeypatch: pytest.MonkeyPatch, pod_ip: str, bind: str, liveness: str
+) -> None:
+    monkeypatch.setenv("POD_IP", pod_ip)
+    monkeypatch.delenv("ASR_OPERATOR_LIVENESS_PORT", raising=False)
+    s = OperatorSettings()
+    assert (s.bind_address, s.liveness_endpoint) == (bind, liveness)
+
+
 def test_cli_runs_kopf_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(cli.kopf, "run", lambda **kw: calls.append(kw))
