@@ -83,6 +83,7 @@ def run_reconcile(
     settings: OperatorSettings,
     logger: logging.Logger | logging.LoggerAdapter[Any],
     post_events: bool,
+    new: bool = False,
 ) -> None:
     """Reconcile, then write the status. Raises kopf's Permanent/TemporaryError."""
     meta = body.get("metadata") or {}
@@ -102,7 +103,7 @@ def run_reconcile(
 
     with _measured() as result:
         try:
-            asr = reconcile(kube, body, settings.inference_image)
+            asr = reconcile(kube, body, settings.inference_image, new=new)
         except InvalidSpec as e:
             result["result"] = "invalid_spec"
             write(Outcome(False, "InvalidSpec", str(e)))
@@ -169,9 +170,12 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="create")
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="update")
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="resume")
-    def on_change(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    def on_change(
+        body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, reason: str, retry: int, **_: Any
+    ) -> None:
         """A new ASRDeployment, a spec/label/annotation change, or an operator restart: reconcile everything."""
-        run_reconcile(body=body, memo=memo, settings=config, logger=logger, post_events=True)
+        new = reason == "create" and retry == 0  # a retry may follow a partial first attempt: look first then
+        run_reconcile(body=body, memo=memo, settings=config, logger=logger, post_events=True, new=new)
 
     @kopf.daemon(GROUP, VERSION, PLURAL, registry=registry, id=RESYNC_ID)
     async def resync(name: str, namespace: str | None, uid: str, memo: kopf.Memo, **_: Any) -> None:

@@ -101,10 +101,12 @@ def apply_child(
     *,
     autoscaled: bool = False,
     live: dict[str, Any] | None = None,
+    assume_absent: bool = False,
 ) -> tuple[dict[str, Any], str]:
     """Create the child, or patch it when it drifted from `desired` (never create-or-ignore).
 
     With autoscaling the Deployment's replica count belongs to the autoscaler: it is set at creation only.
+    `assume_absent` (a brand-new owner): create without looking first; a 409 falls back to get + patch.
     Returns the live object and what was done: "created", "patched" or "unchanged".
     """
     desired = copy.deepcopy(desired)
@@ -117,7 +119,7 @@ def apply_child(
         recorded = strip_path(desired, REPLICAS_PATH)
         keep = frozenset({REPLICAS_PATH})
     try:
-        if live is None:
+        if live is None and not assume_absent:
             live = kube.get(kind, namespace, name)
         if live is None:
             body = with_last_applied(recorded)
@@ -153,9 +155,11 @@ def delete_child(kube: Kube, kind_name: str, namespace: str, name: str, owner_ui
         raise _api_error(e, kind_name, name, "delete") from e
 
 
-def reconcile(kube: Kube, body: Mapping[str, Any], default_image: str) -> ASR:
+def reconcile(kube: Kube, body: Mapping[str, Any], default_image: str, *, new: bool = False) -> ASR:
     """Bring every child in line with the spec. Returns the parsed ASRDeployment.
 
+    `new`: the ASRDeployment was just created, so it owns nothing yet: no unwanted child can be its own (they are
+    not looked up) and its children are created without a lookup first — half the API calls of a burst of new CRs.
     Raises InvalidSpec or ChildApiError.
     """
     asr = asr_from_body(body, default_image)
@@ -164,10 +168,10 @@ def reconcile(kube: Kube, body: Mapping[str, Any], default_image: str) -> ASR:
     # Unwanted children go first: KEDA's admission webhook refuses a ScaledObject for a Deployment that an HPA
     # still targets, so on an hpa → keda switch the old HPA must be gone before the ScaledObject is created.
     uid = (owner.get("metadata") or {}).get("uid")
-    for kind_name, name in absent:
+    for kind_name, name in [] if new else absent:
         delete_child(kube, kind_name, asr.namespace, name, uid)
     for obj in present:
-        apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled)
+        apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled, assume_absent=new)
     return asr
 
 

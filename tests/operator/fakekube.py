@@ -9,6 +9,7 @@ import copy
 from typing import Any
 
 from asr_operator.kube import Kind, is_quantity_path
+from kubernetes.client.exceptions import ApiException
 
 # What kube-apiserver returns for these inputs (k8s.io/apimachinery resource.Quantity.String()).
 SERVER_CANONICAL: dict[Any, str] = {1: "1", 2: "2", 8: "8", 1000: "1k", "0.5": "500m", "1024Mi": "1Gi", "1000": "1k"}
@@ -51,6 +52,8 @@ class FakeKube:
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         self.calls.append(("create", kind.kind, body["metadata"]["name"]))
+        if (kind.kind, namespace, body["metadata"]["name"]) in self.objects:
+            raise ApiException(status=409, reason="AlreadyExists")
         return self._store(kind, namespace, body)
 
     def patch(

@@ -101,3 +101,17 @@ def test_resync_stops_once_its_cr_is_gone_or_replaced() -> None:
     assert resync_once(memo, OperatorSettings(), NS, "demo", "uid-of-an-older-demo") is False
     del kube.objects["ASRDeployment", NS, "demo"]
     assert resync_once(memo, OperatorSettings(), NS, "demo", "uid-demo") is False
+
+
+def test_a_new_owner_creates_its_children_without_looking_first() -> None:
+    """A just-created ASRDeployment owns nothing: one POST per child, no lookups, no deletes of unwanted kinds
+    (they could not be its own) — the API calls a burst of new CRs costs, halved."""
+    kube = FakeKube()
+    reconcile(kube, asr_body(GPU_SPEC), "img:1", new=True)
+    assert all(verb == "create" for verb, _, _ in kube.calls), kube.calls
+    assert {kind for _, kind, _ in kube.calls} == {"ConfigMap", "Deployment", "Service", "PodDisruptionBudget",
+                                                  "HorizontalPodAutoscaler", "ServiceMonitor"}  # fmt: skip
+    # The same with the children already there (a create event seen twice): 409, then lookup and patch as usual.
+    kube.calls.clear()
+    reconcile(kube, asr_body(GPU_SPEC), "img:1", new=True)
+    assert kube.writes() == [c for c in kube.calls if c[0] == "create"]  # nothing patched: no drift
