@@ -39,7 +39,7 @@ import kopf
 from .builders import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from .kube import KINDS, Kube
 from .metrics import RECONCILE_DURATION, RECONCILE_TOTAL
-from .reconcile import ChildApiError, handle_child_event, reconcile, write_status
+from .reconcile import ChildApiError, handle_child_event, pod_event_changes_status, reconcile, write_status
 from .settings import OperatorSettings
 from .spec import GROUP, KIND, PLURAL, VERSION, InvalidSpec
 from .status import Outcome
@@ -170,9 +170,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="create")
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="update")
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry, id="resume")
-    def on_change(
-        body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, reason: str, retry: int, **_: Any
-    ) -> None:
+    def on_change(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, reason: str, retry: int, **_: Any) -> None:
         """A new ASRDeployment, a spec/label/annotation change, or an operator restart: reconcile everything."""
         new = reason == "create" and retry == 0  # a retry may follow a partial first attempt: look first then
         run_reconcile(body=body, memo=memo, settings=config, logger=logger, post_events=True, new=new)
@@ -208,8 +206,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         owner = (meta.get("labels") or {}).get(LABEL_INSTANCE)
         if type is None or not owner:  # the initial listing: the resume handlers write every status anyway
             return
+        kube, namespace = _kube(memo), str(meta.get("namespace"))
+        if not pod_event_changes_status(kube, namespace, owner, body):
+            return
         try:
-            write_status(_kube(memo), str(meta.get("namespace")), owner, outcome=None, generation=None, asr=None)
+            write_status(kube, namespace, owner, outcome=None, generation=None, asr=None)
         except ChildApiError as e:
             logger.warning("could not update the status of %s: %s", owner, e)
 

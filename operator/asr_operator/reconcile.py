@@ -19,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from .builders import APP_NAME, ASR, LABEL_INSTANCE, LABEL_NAME, desired_children
 from .kube import KINDS, Kube, is_subset, strip_path, three_way_patch, with_last_applied
 from .metrics import CHILD_REPAIRS_TOTAL
-from .pod_health import PodProblem, pod_problem
+from .pod_health import POD_REASONS, PodProblem, pod_problem, pod_problem_of
 from .spec import KIND, InvalidSpec, parse_spec
 from .status import Outcome, compute_status, status_changed
 
@@ -235,6 +235,20 @@ def handle_child_event(
         write_status(kube, asr.namespace, asr.name, outcome=None, generation=None, asr=asr)
     except ChildApiError as e:
         logger.warning("could not update the status: %s", e)
+
+
+def pod_event_changes_status(kube: Kube, namespace: str, owner: str, pod: Mapping[str, Any]) -> bool:
+    """Whether a pod event can change its owner's status: the pod has a problem, or the status reports one (which
+    may just have cleared). A healthy pod's events otherwise change nothing the Deployment's own events do not
+    report, and skipping them spares a burst of new pods three reads each."""
+    if pod_problem_of(plain(pod)) is not None:
+        return True
+    try:
+        cr = kube.get(KINDS[KIND], namespace, owner)
+    except ApiException:
+        return True  # let write_status try, and report
+    conditions = ((cr or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("reason") in POD_REASONS for c in conditions)
 
 
 def selector_of(name: str) -> str:

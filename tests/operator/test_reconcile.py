@@ -115,3 +115,19 @@ def test_a_new_owner_creates_its_children_without_looking_first() -> None:
     kube.calls.clear()
     reconcile(kube, asr_body(GPU_SPEC), "img:1", new=True)
     assert kube.writes() == [c for c in kube.calls if c[0] == "create"]  # nothing patched: no drift
+
+
+def test_pod_events_refresh_the_status_only_when_a_pod_problem_can_change_it() -> None:
+    from asr_operator.reconcile import pod_event_changes_status
+
+    kube = FakeKube()
+    cr = asr_body(GPU_SPEC)
+    cr["status"] = {"conditions": [{"type": "Ready", "status": "True", "reason": "MinimumReplicasReady"}]}
+    kube.objects["ASRDeployment", NS, "gpu"] = cr
+    healthy = {"metadata": {"name": "gpu-1"}, "status": {"containerStatuses": [{"state": {"running": {}}}]}}
+    crashing = {"metadata": {"name": "gpu-2"}, "status": {"containerStatuses": [
+        {"state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}}  # fmt: skip
+    assert not pod_event_changes_status(kube, NS, "gpu", healthy)  # nothing the Deployment's events miss
+    assert pod_event_changes_status(kube, NS, "gpu", crashing)
+    cr["status"]["conditions"][0].update(status="False", reason="CrashLoopBackOff")
+    assert pod_event_changes_status(kube, NS, "gpu", healthy)  # the problem may have cleared: recompute
