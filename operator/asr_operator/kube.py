@@ -56,6 +56,7 @@ KINDS: dict[str, Kind] = {
         Kind("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
         Kind("asr-platform.io", "v1alpha1", "asrdeployments", "ASRDeployment"),
         Kind("", "v1", "pods", "Pod"),
+        Kind("", "v1", "events", "Event"),
     )
 }
 
@@ -100,9 +101,12 @@ class Kube:
                 return None
             raise
 
-    def list(self, kind: Kind, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        """The objects of one kind in a namespace that match a label selector (filtered by the API server)."""
-        query = urllib.parse.urlencode({"labelSelector": label_selector})
+    def list(
+        self, kind: Kind, namespace: str, label_selector: str = "", field_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        """The objects of one kind in a namespace that match the selectors (filtered by the API server)."""
+        selectors = {"labelSelector": label_selector, "fieldSelector": field_selector}
+        query = urllib.parse.urlencode({k: v for k, v in selectors.items() if v})
         return list(self.request("GET", f"{kind.path(namespace)}?{query}").get("items") or [])
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:

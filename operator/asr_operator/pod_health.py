@@ -9,6 +9,7 @@ loading".
 
 from __future__ import annotations
 
+import datetime
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,15 @@ SEVERITY = (
     "CreateContainerConfigError",
     "CreateContainerError",
     "RunContainerError",
+    "FailedMount",
+    "FailedAttachVolume",
+    "FailedCreatePodSandBox",
     "Unschedulable",
 )
+# What only the kubelet's events tell: the pod stays ContainerCreating while its volumes or sandbox fail.
+EVENT_REASONS = frozenset({"FailedMount", "FailedAttachVolume", "FailedCreatePodSandBox"})
+CREATING = frozenset({"ContainerCreating", "PodInitializing"})
+STUCK_AFTER_S = 20.0  # a pod still creating this long after being scheduled: look at its events
 POD_REASONS = frozenset(SEVERITY)
 MESSAGE_LIMIT = 400
 
@@ -86,3 +94,42 @@ def pod_problem(pods: list[dict[str, Any]]) -> PodProblem | None:
     reason = min(by_reason, key=SEVERITY.index)
     name, message = by_reason[reason][0]
     return PodProblem(reason, name, " ".join(message.split()), len(by_reason[reason]))
+
+
+def _time(value: Any) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def stuck_creating(pods: list[dict[str, Any]], now: datetime.datetime) -> list[str]:
+    """Names of the pods scheduled more than STUCK_AFTER_S ago whose containers are still being created."""
+    stuck = []
+    for pod in sorted(pods, key=lambda p: str((p.get("metadata") or {}).get("name"))):
+        status = pod.get("status") or {}
+        if (pod.get("metadata") or {}).get("deletionTimestamp") or status.get("phase") != "Pending":
+            continue
+        scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
+        since = _time((scheduled or {}).get("lastTransitionTime"))
+        if not scheduled or scheduled.get("status") != "True" or since is None:
+            continue
+        waiting = [
+            ((cs.get("state") or {}).get("waiting") or {}).get("reason") for cs in status.get("containerStatuses") or []
+        ]
+        if all(reason in CREATING for reason in waiting) and (now - since).total_seconds() > STUCK_AFTER_S:
+            stuck.append(str(pod["metadata"]["name"]))
+    return stuck
+
+
+def event_problem(pod: str, events: list[dict[str, Any]]) -> PodProblem | None:
+    """The newest Warning event about `pod` that explains why it cannot start (a volume, the sandbox)."""
+    relevant = [
+        e for e in events
+        if e.get("type") == "Warning" and e.get("reason") in EVENT_REASONS
+        and (e.get("involvedObject") or {}).get("name") == pod
+    ]  # fmt: skip
+    if not relevant:
+        return None
+    newest = max(relevant, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    return PodProblem(str(newest["reason"]), pod, " ".join(str(newest.get("message") or "").split()), 1)

@@ -7,6 +7,7 @@ Kept free of kopf's handler machinery so the handlers stay thin; errors are clas
 from __future__ import annotations
 
 import copy
+import datetime
 import logging
 import threading
 from collections.abc import Mapping
@@ -19,7 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from .builders import APP_NAME, ASR, LABEL_INSTANCE, LABEL_NAME, desired_children
 from .kube import KINDS, Kube, is_subset, strip_path, three_way_patch, with_last_applied
 from .metrics import CHILD_REPAIRS_TOTAL
-from .pod_health import POD_REASONS, PodProblem, pod_problem, pod_problem_of
+from .pod_health import POD_REASONS, PodProblem, event_problem, pod_problem, pod_problem_of, stuck_creating
 from .spec import KIND, InvalidSpec, parse_spec
 from .status import Outcome, compute_status, status_changed
 
@@ -259,7 +260,14 @@ def selector_of(name: str) -> str:
 def _pod_problem(kube: Kube, namespace: str, selector: str) -> PodProblem | None:
     """The pods' most serious problem; None when they cannot be listed (the status then says less, no more)."""
     try:
-        return pod_problem(kube.list(KINDS["Pod"], namespace, selector))
+        pods = kube.list(KINDS["Pod"], namespace, selector)
+        problem = pod_problem(pods)
+        for name in stuck_creating(pods, datetime.datetime.now(datetime.UTC)) if problem is None else []:
+            # only the kubelet's events say why a scheduled pod never starts (a volume, the sandbox)
+            events = kube.list(KINDS["Event"], namespace, field_selector=f"involvedObject.name={name}")
+            if problem := event_problem(name, events):
+                break
+        return problem
     except ApiException as e:
         logging.getLogger(__name__).warning("cannot list the pods of %s: HTTP %s", selector, e.status)
         return None

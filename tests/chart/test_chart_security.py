@@ -26,7 +26,7 @@ NAMESPACED_NEEDS: dict[tuple[str, str], set[str]] = {
     ("autoscaling", "horizontalpodautoscalers"): CHILD_VERBS,
     ("keda.sh", "scaledobjects"): CHILD_VERBS,
     ("monitoring.coreos.com", "servicemonitors"): CHILD_VERBS,
-    ("", "events"): {"create"},
+    ("", "events"): {"create", "list"},  # list: the kubelet's warnings about a pod stuck creating
     ("", "pods"): {"list", "watch"},  # read only: why the pods are not ready, for the status
 }
 # kopf's own cluster-scoped reads, in both modes.

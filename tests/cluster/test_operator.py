@@ -383,3 +383,28 @@ def test_autoscaling_scrapes_the_pods_and_says_when_the_metric_is_missing(
     cond = wait_for("MetricsAvailable=False from the HPA controller", metrics_condition, timeout_s=120)
     assert cond["reason"] == "NoMetricData"
     assert "HorizontalPodAutoscaler" in cond["message"] and "asr_queue_depth" in cond["message"], cond
+
+
+def test_status_says_why_a_scheduled_pod_never_starts(platform: Kube, ns: str, start_operator: StartOperator) -> None:
+    """A pod stuck ContainerCreating (kwok's pod-fail stage) with the kubelet's FailedMount warning: kwok does not
+    mount volumes, so the test posts the event a kubelet posts when a hostPath directory is missing. The resync
+    (every 5 s here) finds it once the pod has been creating for STUCK_AFTER_S."""
+    start_operator(resync_s=5)
+    platform.apply(_demo(platform, ns, pod={"annotations": {"kwok.asr-platform.io/fail": "ContainerCreating"}}))
+    pod = wait_for("the pod stuck ContainerCreating", lambda: next(iter(platform.list("pods", ns)), None))
+    message = 'MountVolume.SetUp failed for volume "model-cache" : hostPath type check failed: /srv/asr is not a dir'
+    platform.apply({
+        "apiVersion": "v1", "kind": "Event", "type": "Warning", "reason": "FailedMount", "message": message,
+        "metadata": {"name": f"{pod['metadata']['name']}.failedmount", "namespace": ns},
+        "involvedObject": {"kind": "Pod", "name": pod["metadata"]["name"], "namespace": ns,
+                           "uid": pod["metadata"]["uid"], "apiVersion": "v1"},
+        "source": {"component": "kubelet", "host": pod["spec"].get("nodeName", "")},
+        "firstTimestamp": pod["metadata"]["creationTimestamp"], "lastTimestamp": pod["metadata"]["creationTimestamp"],
+        "count": 1,
+    })  # fmt: skip
+    cond = wait_for(
+        "the Ready condition's reason FailedMount",
+        lambda: (c := _ready_condition(platform, ns, "asr-demo")) and c["reason"] == "FailedMount" and c,
+        timeout_s=120,
+    )
+    assert "hostPath type check failed" in cond["message"] and pod["metadata"]["name"] in cond["message"]

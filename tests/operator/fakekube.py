@@ -41,9 +41,11 @@ class FakeKube:
         obj = self.objects.get((kind.kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
 
-    def list(self, kind: Kind, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        self.calls.append(("list", kind.kind, label_selector))
-        wanted = dict(term.split("=", 1) for term in label_selector.split(","))
+    def list(
+        self, kind: Kind, namespace: str, label_selector: str = "", field_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        self.calls.append(("list", kind.kind, label_selector or field_selector))
+        wanted = dict(term.split("=", 1) for term in label_selector.split(",") if term)
         return [
             copy.deepcopy(obj)
             for (k, ns, _), obj in sorted(self.objects.items())

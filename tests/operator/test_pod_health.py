@@ -4,10 +4,11 @@ The pod objects are shaped like the kubelet's and the scheduler's writes (field 
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
-from asr_operator.pod_health import PodProblem, pod_problem
+from asr_operator.pod_health import PodProblem, event_problem, pod_problem, stuck_creating
 from asr_operator.status import Outcome, compute_status
 
 COMMON = {"endpoint": "http://a.ns.svc:8000", "selector": "x=y"}
@@ -158,3 +159,38 @@ def test_metrics_available_follows_the_autoscalers_own_condition(
 def test_no_metrics_condition_without_autoscaling() -> None:
     st = compute_status({}, generation=1, deployment=_dep(1, 1, 1), outcome=Outcome(True), **COMMON)
     assert "MetricsAvailable" not in {c["type"] for c in st["conditions"]}
+
+
+# --- a scheduled pod that never starts: only the kubelet's events say why --------------------------------------
+
+NOW = datetime.datetime(2026, 12, 7, 1, 0, 0, tzinfo=datetime.UTC)
+
+
+def _creating(name: str, scheduled_s_ago: float) -> dict[str, Any]:
+    at = (NOW - datetime.timedelta(seconds=scheduled_s_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    pod = _pod(name, conditions=[{"type": "PodScheduled", "status": "True", "lastTransitionTime": at}],
+               containers=[{"name": "asr-serve", "state": {"waiting": {"reason": "ContainerCreating"}}}])  # fmt: skip
+    pod["status"]["phase"] = "Pending"
+    return pod
+
+
+def _event(pod: str, reason: str, message: str, at: str = "2026-12-07T00:59:50Z", type_: str = "Warning") -> dict:
+    return {"type": type_, "reason": reason, "message": message, "lastTimestamp": at,
+            "involvedObject": {"kind": "Pod", "name": pod}}  # fmt: skip
+
+
+def test_only_pods_creating_for_a_while_are_looked_into() -> None:
+    pods = [_creating("b", 60), _creating("a", 5), _running("c"), _creating("d", 90)]
+    assert stuck_creating(pods, NOW) == ["b", "d"]
+
+
+def test_the_newest_mount_failure_is_the_reason() -> None:
+    events = [
+        _event("a", "FailedMount", "old", at="2026-12-07T00:58:00Z"),
+        _event("a", "FailedMount", 'MountVolume.SetUp failed for volume "model-cache" : hostPath type check failed'),
+        _event("a", "Scheduled", "fine", type_="Normal"),
+        _event("other", "FailedCreatePodSandBox", "not this pod"),
+    ]
+    problem = event_problem("a", events)
+    assert problem is not None and problem.reason == "FailedMount" and "hostPath type check" in problem.message
+    assert event_problem("a", [_event("a", "Pulled", "ok", type_="Normal")]) is None

@@ -49,10 +49,11 @@ RBAC rule lists shared by the ClusterRole (cluster-wide mode) and the per-namesp
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch"]
-# --- Kubernetes events: kopf posts warnings and errors as core/v1 events on the ASRDeployment (POST only) --
+# --- Kubernetes events: kopf posts warnings and errors as core/v1 events on the ASRDeployment (create); the
+# status reads the kubelet's warnings about a pod stuck creating (FailedMount, ...): list by field selector.
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create"]
+  verbs: ["create", "list"]
 {{- end }}
 
 {{- define "asr-platform.rbac.kopfClusterRules" -}}
