@@ -35,6 +35,7 @@ from .errors import (
     RequestTimeout,
     Unauthorized,
 )
+from .logging_setup import Sampler
 from .metrics import Metrics
 from .pipeline import Transcriber
 from .realtime import KEY_SUBPROTOCOL, RealtimeHub
@@ -177,6 +178,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         UploadGuard, path=TRANSCRIBE_PATH, api_key=settings.api_key, max_upload_mb=settings.max_upload_mb,
         upload_timeout_s=settings.upload_timeout_s, scratch=state.scratch, max_audio_s=settings.max_audio_s,
+        engine=lambda: state.engine,
     )  # fmt: skip
     app.add_middleware(RequestContextMiddleware, state=state)
     install_error_handlers(app)
@@ -194,6 +196,7 @@ class RequestContextMiddleware:
     def __init__(self, app: ASGIApp, state: ServerState) -> None:
         self.app = app
         self.state = state
+        self.refusals = Sampler(1.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != TRANSCRIBE_PATH:
@@ -216,8 +219,6 @@ class RequestContextMiddleware:
             await send(message)
 
         metrics.inflight_requests.inc()
-        if self.state.engine is not None:
-            ctx["arrival"] = self.state.engine.arrive()  # batches wait for it while it uploads
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
@@ -230,19 +231,31 @@ class RequestContextMiddleware:
             metrics.request_duration_seconds.observe(elapsed)
             if status == 200 and ctx.get("audio_s"):
                 metrics.audio_seconds_total.inc(ctx["audio_s"])
-            access_log.info(
-                "request",
-                extra={
-                    "request_id": request_id,
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 2),
-                    "audio_s": round(ctx.get("audio_s", 0.0), 3),
-                    "batch_size": ctx.get("batch_size", 0),
-                    "cache": ctx.get("cache"),
-                },
-            )
+            # refusals of an overload: one line a second, with the count of those left out
+            left_out = self.refusals.take() if status == 429 else 0
+            if left_out is not None:
+                sampled = {"left_out": left_out} if status == 429 else {}
+                _log_request(request_id, scope, status, elapsed, ctx, sampled)
+
+
+def _log_request(
+    request_id: str, scope: Scope, status: int, elapsed: float, ctx: dict[str, Any], sampled: dict[str, int]
+) -> None:
+    """The one access-log line of a transcription request."""
+    access_log.info(
+        "request",
+        extra={
+            "request_id": request_id,
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "duration_ms": round(elapsed * 1000, 2),
+            "audio_s": round(ctx.get("audio_s", 0.0), 3),
+            "batch_size": ctx.get("batch_size", 0),
+            "cache": ctx.get("cache"),
+            **sampled,
+        },
+    )
 
 
 # ---------------------------------------------------------------------------------------------- routes
@@ -365,7 +378,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         cutting = chunking.parse(await request.form(), settings)
         if stream:
             return streaming.sse_response(state.transcriber, state.engine, file.file, options, cutting, ctx)
-        admission = state.engine.admit()
+        admission = ctx.get("admission") or state.engine.admit()  # the upload guard admitted it before the parse
         arrival = ctx.get("arrival")
 
         def queued() -> None:

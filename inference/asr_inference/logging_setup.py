@@ -7,12 +7,33 @@ import logging
 import logging.handlers
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .config import Settings
 
 # LogRecord attributes that are not user-supplied `extra` fields.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+
+
+class Sampler:
+    """At most one log line per `period_s`; the lines left out are counted into the next one that is written.
+    For the 429s of an overload: thousands a second would cost the CPU the server is short of."""
+
+    def __init__(self, period_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.period_s, self.clock = period_s, clock
+        self._next = float("-inf")
+        self._left_out = 0
+
+    def take(self) -> int | None:
+        """None: leave this line out. Else write it, with the number of lines left out since the last one."""
+        now = self.clock()
+        if now < self._next:
+            self._left_out += 1
+            return None
+        self._next = now + self.period_s
+        left_out, self._left_out = self._left_out, 0
+        return left_out
 
 
 class JsonFormatter(logging.Formatter):

@@ -55,7 +55,7 @@ def sse_response(
     ctx: dict[str, Any],
 ) -> StreamingResponse:
     """Admission happens here, before the 200 goes out: a full server still answers a plain 429."""
-    admission = engine.admit()
+    admission = ctx.get("admission") or engine.admit()  # admitted by the upload guard, before the parse
     arrival = ctx.get("arrival")
     budget_s = transcriber.settings.request_timeout_s - (time.perf_counter() - ctx["t0"])
 

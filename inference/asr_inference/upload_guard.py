@@ -2,7 +2,9 @@
 with a large or stalled body gets 401 at once), the size limit counted while the body streams in (a chunked body
 has no Content-Length to check up front), a read timeout for a stalled body, and a client that hangs up during the
 upload counted as 499 (not the 400 of a body that failed to parse), and the scratch disk the upload may fill
-reserved before its body is read (429 when the budget is taken: `scratch.py`).
+reserved before its body is read (429 when the budget is taken: `scratch.py`), and the request admitted from the
+queue's state before its body is parsed (429 queue_full, the body never read); it counts as arriving, which holds
+a forming batch open for it, only once its body is complete.
 
 Pure ASGI. The limits act inside `receive`: the exception it raises is a Starlette HTTPException, which FastAPI's
 body parsing passes on unchanged (any other exception there becomes a 400), so the app's one error mapping renders
@@ -12,14 +14,19 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ASRError, ClientClosed, PayloadTooLarge, ScratchFull, Unauthorized, UploadTimeout
+from .errors import ASRError, ClientClosed, PayloadTooLarge, QueueFull, ScratchFull, Unauthorized, UploadTimeout
 from .scratch import ScratchBudget, request_scratch_bytes
+
+if TYPE_CHECKING:
+    from .engine import Engine
 
 MULTIPART_OVERHEAD = 64 * 1024  # boundaries and form fields around the file
 
@@ -62,8 +69,10 @@ class UploadGuard:
         upload_timeout_s: float,
         scratch: ScratchBudget | None = None,
         max_audio_s: float = 3600.0,
+        engine: Callable[[], Engine | None] | None = None,
     ) -> None:
         self.app = app
+        self.engine = engine or (lambda: None)
         self.scratch = scratch or ScratchBudget(None, "")
         self.max_audio_s = max_audio_s
         self.path = path
@@ -90,10 +99,21 @@ class UploadGuard:
             busy = ScratchFull("the server's scratch disk is taken by uploads in progress; retry shortly", 1)
             await self._refuse(busy, scope, receive, send)
             return
+        ctx: dict[str, Any] = scope.setdefault("state", {}).setdefault("asr", {})
+        engine = self.engine()
         try:
-            await self.app(scope, self._guarded(scope, receive), send)
+            if engine is not None:  # admitted from the queue's state before a byte of the body is parsed
+                ctx["admission"] = engine.admit()
+        except QueueFull as full:
+            self.scratch.release(reservation)
+            await self._refuse(full, scope, receive, send)
+            return
+        try:
+            await self.app(scope, self._guarded(scope, receive, engine), send)
         finally:
             self.scratch.release(reservation)
+            if (admission := ctx.get("admission")) is not None:
+                admission.release()  # idempotent: the route releases it once the first item is queued
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"upload exceeds {self.max_upload_mb:g} MB")
@@ -102,9 +122,10 @@ class UploadGuard:
         headers = {**error.headers, "connection": "close"}
         await JSONResponse(error.body(), status_code=error.status_code, headers=headers)(scope, receive, send)
 
-    def _guarded(self, scope: Scope, receive: Receive) -> Receive:
+    def _guarded(self, scope: Scope, receive: Receive, engine: Engine | None) -> Receive:
         received = 0
         body_done = False
+        ctx: dict[str, Any] = scope["state"]["asr"]
 
         async def guarded_receive() -> Message:
             nonlocal received, body_done
@@ -122,6 +143,9 @@ class UploadGuard:
                 body_done = not message.get("more_body", False)
                 if received > self.limit:
                     raise BodyRefused(self._too_large())
+                if body_done and engine is not None and "arrival" not in ctx:
+                    # only a complete body is on its way to the queue: a slow upload never holds a batch open
+                    ctx["arrival"] = engine.arrive()
             return message
 
         return guarded_receive

@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 from asr_inference.backends import DecodeOptions, Prepared
@@ -25,8 +27,11 @@ def _long_wav(speech_files: dict[str, Path], seconds: float) -> bytes:
     return buf.getvalue()
 
 
-async def test_flood_gets_429_with_retry_after(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
+async def test_flood_gets_429_with_retry_after(
+    sensevoice_dir: Path, speech_files: dict[str, Path], caplog: pytest.LogCaptureFixture
+) -> None:
     clip = speech_files["longer_f.wav"].read_bytes()
+    caplog.set_level(logging.INFO, logger="asr_inference.access")
     async with serve(model=str(sensevoice_dir), max_batch_size=1, max_queue_size=2, cache_entries=0) as (_, client):
         # each request is 6 windows of 1.5 s: a few requests fill a queue of 2 items
         responses = await asyncio.gather(*(transcribe(client, clip, foo=str(i)) for i in range(16)))
@@ -44,6 +49,10 @@ async def test_flood_gets_429_with_retry_after(sensevoice_dir: Path, speech_file
             }
     assert metric(after, "asr_requests_total", code="429") == codes.count(429)
     assert metric(after, "asr_queue_depth") == 0
+    # every 429 is counted; its log lines are sampled (one a second), each with the number left out before it
+    refused = [r for r in caplog.records if r.name == "asr_inference.access" and getattr(r, "status", 0) == 429]
+    assert refused and all(isinstance(getattr(r, "left_out", None), int) for r in refused)
+    assert sum(1 + r.left_out for r in refused) <= codes.count(429)  # type: ignore[attr-defined]
 
 
 async def test_request_timeout_is_504_and_drops_its_queued_items(
