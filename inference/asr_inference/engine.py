@@ -17,6 +17,7 @@ import collections
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,10 +41,17 @@ class WorkItem:
     queue_s: float = 0.0  # from queued until its batch was formed (for the Server-Timing header)
     batch_s: float = 0.0  # forward time of the batch it ran in
     batch_started: float = 0.0  # tells one request's items that shared a batch apart from ones that did not
+    request: object | None = None  # the request it belongs to (its turn in the fair order); None: its own request
+    turn: int = 0  # set by BatchQueue.put: the round in which it is served
 
 
 class BatchQueue:
-    """Waiting items + the batch-forming policy. Lives on the event loop; not thread-safe."""
+    """Waiting items + the batch-forming policy. Lives on the event loop; not thread-safe.
+
+    Fair order: items are served in rounds, one item per request per round (start-time fair queuing with a unit
+    cost per item). A long file's windows queue round after round, so a short clip that arrives behind them waits
+    for at most one of them (and the batch running), not for all of them.
+    """
 
     def __init__(self, max_batch_size: int, max_wait_s: float, max_batch_audio_s: float, metrics: Metrics):
         self.max_batch_size = max_batch_size
@@ -53,6 +61,8 @@ class BatchQueue:
         self._nonempty = asyncio.Event()
         self.full_batch_event = asyncio.Event()
         self._forming = 0  # items already taken into the batch being formed
+        self._round = 0  # the turn of the item served last: a request that arrives now starts in this round
+        self._last_turn: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
         self._metrics = metrics
         # requests that have arrived but not queued an item yet; with none and an empty queue, nothing can join
         # the batch, so waiting would only add latency (set by the Engine)
@@ -69,17 +79,31 @@ class BatchQueue:
         return sum(1 for it in self._items if not it.future.done())
 
     def put(self, item: WorkItem) -> None:
-        self._items.append(item)
+        """Queue the item in its request's next round, after every item of that round or an earlier one."""
+        turn = self._round
+        if item.request is not None:
+            turn = max(self._last_turn.get(item.request, turn - 1) + 1, self._round)
+            self._last_turn[item.request] = turn
+        item.turn = turn
+        position = len(self._items)
+        while position > 0 and self._items[position - 1].turn > turn:
+            position -= 1
+        self._items.insert(position, item)
         self._nonempty.set()
         self.full_batch_event.set()  # the forming batch re-checks: full, over budget, or nothing more on its way
 
     def _pop_live(self) -> WorkItem | None:
         """Next item whose request still waits for it; abandoned ones (timed out, disconnected) are dropped."""
         while self._items:
-            item = self._items.popleft()
+            item = self._take()
             if not item.future.done():
                 return item
         return None
+
+    def _take(self) -> WorkItem:
+        item = self._items.popleft()
+        self._round = max(self._round, item.turn)
+        return item
 
     def drop_abandoned(self) -> None:
         if any(it.future.done() for it in self._items):
@@ -106,7 +130,7 @@ class BatchQueue:
                     continue
                 if not self._fits(batch, nxt):
                     break
-                batch.append(self._items.popleft())
+                batch.append(self._take())
             full = len(batch) >= self.max_batch_size or (bool(self._items) and not self._fits(batch, self._items[0]))
             remaining = deadline - time.monotonic()
             if full or remaining <= 0 or (not self._items and self.pending() == 0):
@@ -224,10 +248,12 @@ class Engine:
         """Run `fn` on the inference thread (warm-up, precision checks): never beside a batch."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def submit(self, prepared: Prepared, options: DecodeOptions) -> WorkItem:
+    def submit(self, prepared: Prepared, options: DecodeOptions, request: object | None = None) -> WorkItem:
+        """Queue one item; `request` (any object that lives as long as the request) gives its turn in the fair
+        order: items of one request are served one per round."""
         if self._task is None or self._task.done():
             raise NotReady("inference engine is not running")
-        item = WorkItem(prepared, options, asyncio.get_running_loop().create_future())
+        item = WorkItem(prepared, options, asyncio.get_running_loop().create_future(), request=request)
         self.queue.put(item)
         return item
 

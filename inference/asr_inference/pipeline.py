@@ -62,6 +62,10 @@ def _close_abandoned_ingest(work: concurrent.futures.Future[tuple[Any, ...]]) ->
         decoded.close()
 
 
+class _RequestToken:
+    """Identity of one transcription in the batch queue (weakly referenced there: it goes with the request)."""
+
+
 class Transcriber:
     def __init__(
         self,
@@ -190,6 +194,7 @@ class Transcriber:
         batch_sizes: list[int] = []
         queue_s: list[float] = []
         batch_s: dict[float, float] = {}  # batch start -> its forward time: items sharing a batch count once
+        request = _RequestToken()  # this transcription's turn in the queue's fair order (one window per round)
 
         async def run_window(w: Window) -> ItemResult:
             async with in_flight:
@@ -199,7 +204,7 @@ class Transcriber:
                 else:
                     chunk = np.array(samples[a:b], dtype=np.float32)  # copy: pages in only this window
                     ready = await self._in_pool(self.backend.prepare, chunk, stage="features")
-                item = self.engine.submit(ready, options)
+                item = self.engine.submit(ready, options, request)
                 if on_queued is not None:
                     on_queued()  # its items now count in the queue itself
                 result = await item.future

@@ -114,3 +114,50 @@ async def test_waits_for_a_request_still_on_its_way() -> None:
     batch = await asyncio.wait_for(q.wait_for_batch(), 2)
     await task
     assert len(batch) == 2
+
+
+# --- fair order: one item per request per round ---------------------------------------------------------------
+
+
+class _Request:
+    """A request's identity (the queue holds it weakly, as the pipeline's token)."""
+
+
+def _of(request: object, duration_s: float = 1) -> WorkItem:
+    item = _item(duration_s)
+    item.request = request
+    return item
+
+
+async def test_a_short_request_behind_a_long_file_waits_for_one_of_its_windows_not_all() -> None:
+    q = BatchQueue(max_batch_size=2, max_wait_s=10, max_batch_audio_s=1000, metrics=Metrics())
+    long_file, short = _Request(), _Request()
+    windows = [_of(long_file, 30) for _ in range(8)]
+    for w in windows:
+        q.put(w)
+    clip = _of(short, 5)
+    q.put(clip)
+    batch = await asyncio.wait_for(q.wait_for_batch(), 1)
+    assert batch == [windows[0], clip]  # FIFO would have been windows[0], windows[1]; the clip the fifth batch
+
+
+async def test_requests_take_turns_and_a_newcomer_joins_the_current_round() -> None:
+    q = BatchQueue(max_batch_size=1, max_wait_s=0, max_batch_audio_s=1000, metrics=Metrics())
+    a, b, c = _Request(), _Request(), _Request()
+    a_items, b_items = [_of(a) for _ in range(3)], [_of(b) for _ in range(3)]
+    for it in a_items + b_items:
+        q.put(it)
+    served = [await asyncio.wait_for(q.wait_for_batch(), 1) for _ in range(3)]
+    assert [s[0] for s in served] == [a_items[0], b_items[0], a_items[1]]
+    late = _of(c)
+    q.put(late)  # arrives in round 1, after the items of rounds <= 1 already queued: b's second
+    rest = [(await asyncio.wait_for(q.wait_for_batch(), 1))[0] for _ in range(4)]
+    assert rest == [b_items[1], late, a_items[2], b_items[2]]
+
+
+async def test_items_without_a_request_keep_their_arrival_order() -> None:
+    q = BatchQueue(max_batch_size=10, max_wait_s=0, max_batch_audio_s=1000, metrics=Metrics())
+    items = [_item(1) for _ in range(5)]
+    for it in items:
+        q.put(it)
+    assert await asyncio.wait_for(q.wait_for_batch(), 1) == items
