@@ -188,6 +188,9 @@ def repair_child(kube: Kube, child: Mapping[str, Any], deleted: bool, default_im
     if not refs or uid is None:
         return None
     namespace = str(meta.get("namespace"))
+    key = (str(child.get("kind")), namespace, str(meta.get("name")))
+    if deleted:
+        _IN_SYNC.pop(key, None)
     try:
         owner = kube.get(KINDS[KIND], namespace, str(refs[0].get("name")))
     except ApiException as e:
@@ -202,7 +205,8 @@ def repair_child(kube: Kube, child: Mapping[str, Any], deleted: bool, default_im
     for obj in present:
         if obj["kind"] == child.get("kind") and obj["metadata"]["name"] == meta.get("name"):
             live = None if deleted else plain(child)  # a deleted child is looked up again: maybe recreated
-            _, action = apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled, live=live)
+            result, action = apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled, live=live)
+            _remember_in_sync(key, result)
             return asr, action
     return None
 
@@ -219,6 +223,14 @@ def handle_child_event(
     and the autoscaler.
     API errors are logged only: the owner's next reconcile retries."""
     kind, name = str(child.get("kind")), str((child.get("metadata") or {}).get("name"))
+    if not deleted and spec_unchanged_since_verified(child):
+        # a status update of a child already checked at this generation: nothing to repair, only the status
+        owner = next(
+            (r.get("name") for r in child["metadata"].get("ownerReferences") or [] if r.get("controller")), None
+        )
+        if kind in STATUS_SOURCES and owner:
+            _refresh_status(kube, str(child["metadata"].get("namespace")), str(owner), None, child, logger)
+        return
     try:
         repaired = repair_child(kube, child, deleted, default_image)
     except ChildApiError as e:
@@ -230,12 +242,43 @@ def handle_child_event(
     if action != "unchanged":
         CHILD_REPAIRS_TOTAL.labels(kind=kind).inc()
         logger.info("%s %s %s/%s back", action, kind, asr.namespace, name)
-    if kind not in STATUS_SOURCES:
-        return
+    if kind in STATUS_SOURCES:
+        _refresh_status(kube, asr.namespace, asr.name, asr, None if deleted else child, logger)
+
+
+def _refresh_status(
+    kube: Kube,
+    namespace: str,
+    name: str,
+    asr: ASR | None,
+    child: Mapping[str, Any] | None,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+) -> None:
+    """The owner's status after an event of its Deployment (whose body is fresh: not read again) or autoscaler."""
+    deployment = plain(child) if child is not None and child.get("kind") == "Deployment" else None
     try:
-        write_status(kube, asr.namespace, asr.name, outcome=None, generation=None, asr=asr)
+        write_status(kube, namespace, name, outcome=None, generation=None, asr=asr, deployment=deployment)
     except ChildApiError as e:
         logger.warning("could not update the status: %s", e)
+
+
+# Children checked against their owner's spec, by (kind, namespace, name): (uid, generation) at that check. An
+# event of the same object at the same generation changed its status or metadata only (a spec edit bumps the
+# generation): no owner lookup, no drift check. Kinds without a generation (ConfigMap, Service) are always checked;
+# metadata-only edits are caught by the resync.
+_IN_SYNC: dict[tuple[str, str, str], tuple[str, int]] = {}
+
+
+def _remember_in_sync(key: tuple[str, str, str], live: Mapping[str, Any]) -> None:
+    meta = live.get("metadata") or {}
+    if isinstance(meta.get("generation"), int) and meta.get("uid"):
+        _IN_SYNC[key] = (str(meta["uid"]), int(meta["generation"]))
+
+
+def spec_unchanged_since_verified(child: Mapping[str, Any]) -> bool:
+    meta = child.get("metadata") or {}
+    key = (str(child.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+    return _IN_SYNC.get(key) == (str(meta.get("uid")), meta.get("generation"))
 
 
 def pod_event_changes_status(kube: Kube, namespace: str, owner: str, pod: Mapping[str, Any]) -> bool:
@@ -250,6 +293,17 @@ def pod_event_changes_status(kube: Kube, namespace: str, owner: str, pod: Mappin
         return True  # let write_status try, and report
     conditions = ((cr or {}).get("status") or {}).get("conditions") or []
     return any(c.get("reason") in POD_REASONS for c in conditions)
+
+
+def rollout_complete(deployment: Mapping[str, Any]) -> bool:
+    """Every desired replica updated, ready and no other pod around: no pod can have a problem worth reporting."""
+    spec, st = deployment.get("spec") or {}, deployment.get("status") or {}
+    desired = int(spec.get("replicas", 1) or 0)
+    counts = [int(st.get(k, 0) or 0) for k in ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas")]
+    observed = int(st.get("observedGeneration", 0) or 0) >= int(
+        (deployment.get("metadata") or {}).get("generation", 0) or 0
+    )
+    return observed and desired > 0 and all(c == desired for c in counts)
 
 
 def selector_of(name: str) -> str:
@@ -305,8 +359,10 @@ def write_status(
     outcome: Outcome | None,
     generation: int | None,
     asr: ASR | None,
+    deployment: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Recompute the status from fresh reads of the CR and its Deployment and patch it if it changed.
+    """Recompute the status from fresh reads of the CR and its Deployment (or the Deployment of the event being
+    handled) and patch it if it changed.
 
     Both writers (the CR's handlers with the reconcile `outcome`, the Deployment watch with None) go through
     here, serialized per object, so a status computed from an older Deployment never overwrites a newer one.
@@ -318,8 +374,11 @@ def write_status(
             cr = kube.get(KINDS[KIND], namespace, name)
             if cr is None:
                 return None
-            deployment = kube.get(KINDS["Deployment"], namespace, name)
-            pods = _pod_problem(kube, namespace, selector_of(name)) if deployment is not None else None
+            if deployment is None:
+                deployment = kube.get(KINDS["Deployment"], namespace, name)
+            pods = None
+            if deployment is not None and not rollout_complete(deployment):
+                pods = _pod_problem(kube, namespace, selector_of(name))
             autoscaling = _autoscaler_of(kube, cr)
             current = cr.get("status") or {}
             if asr is not None:

@@ -131,3 +131,50 @@ def test_pod_events_refresh_the_status_only_when_a_pod_problem_can_change_it() -
     assert pod_event_changes_status(kube, NS, "gpu", crashing)
     cr["status"]["conditions"][0].update(status="False", reason="CrashLoopBackOff")
     assert pod_event_changes_status(kube, NS, "gpu", healthy)  # the problem may have cleared: recompute
+
+
+def test_status_only_events_of_a_checked_child_skip_the_drift_check() -> None:
+    """A Deployment checked at generation N: its next events at N (status updates) neither look up the owner nor
+    diff the spec; a spec edit (generation N+1) is checked again and repaired."""
+    import logging
+
+    from asr_operator.reconcile import handle_child_event
+
+    kube = FakeKube()
+    body = asr_body({"model": {"source": "builtin:demo"}, "device": "cpu"}, name="demo")
+    kube.objects["ASRDeployment", NS, "demo"] = body
+    reconcile(kube, body, "img:1")
+    live = kube.objects["Deployment", NS, "demo"]
+    live["metadata"].update(uid="dep-uid", generation=3)
+    log = logging.getLogger("test")
+    handle_child_event(kube, live, False, "img:1", log)  # first sight: checked against the owner
+    assert ("get", "ASRDeployment", "demo") in kube.calls
+    kube.calls.clear()
+    status_update = {**live, "status": {"replicas": 1, "readyReplicas": 1}}
+    handle_child_event(kube, status_update, False, "img:1", log)
+    assert ("patch", "Deployment", "demo") not in kube.calls and ("get", "Deployment", "demo") not in kube.calls
+    # the status write read the CR only (the event's Deployment is used as is)
+    assert [c for c in kube.calls if c[0] == "get"] == [("get", "ASRDeployment", "demo")]
+    kube.calls.clear()
+    edited = {**live, "metadata": {**live["metadata"], "generation": 4}}
+    edited["spec"] = {**live["spec"], "template": {**live["spec"]["template"], "spec": {"containers": []}}}
+    handle_child_event(kube, edited, False, "img:1", log)
+    assert ("patch", "Deployment", "demo") in kube.calls  # a spec edit is repaired
+
+
+def test_rollout_complete_only_when_every_count_matches() -> None:
+    from asr_operator.reconcile import rollout_complete
+
+    def dep(desired: int, **status: int) -> dict[str, Any]:
+        return {
+            "metadata": {"generation": 2},
+            "spec": {"replicas": desired},
+            "status": {"observedGeneration": 2, **status},
+        }
+
+    full = {"replicas": 2, "readyReplicas": 2, "updatedReplicas": 2, "availableReplicas": 2}
+    assert rollout_complete(dep(2, **full))
+    assert not rollout_complete(dep(2, **{**full, "replicas": 3}))  # a surplus pod (rollout): may be failing
+    assert not rollout_complete(dep(2, **{**full, "readyReplicas": 1}))
+    assert not rollout_complete({**dep(2, **full), "metadata": {"generation": 3}})  # not observed yet
+    assert not rollout_complete(dep(0))

@@ -218,6 +218,16 @@ class Cluster:
         self.kubeconfig.chmod(0o600)
         return server
 
+    @staticmethod
+    def _controller_rate_flags() -> list[str]:
+        """$ASR_CLUSTER_CONTROLLER_QPS: the controllers' client rate limit (upstream default 20/s, burst 30), raised
+        as large clusters do; tools/bench_reconcile_cluster.py --tuned-controllers measures with it."""
+        qps = os.environ.get("ASR_CLUSTER_CONTROLLER_QPS")
+        if not qps:
+            return []
+        return [f"--kube-api-qps={qps}", f"--kube-api-burst={2 * int(qps)}",
+                "--concurrent-deployment-syncs=20", "--concurrent-replicaset-syncs=20"]  # fmt: skip
+
     def _start_controllers(self, server: str) -> None:
         pki = self.pki
         self._spawn(
@@ -230,6 +240,7 @@ class Cluster:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 # Fast HPA and GC: tests wait on them; the defaults (15 s, 20 s) would only make waits longer.
                 "--horizontal-pod-autoscaler-sync-period=5s", "--v=1",
+                *self._controller_rate_flags(),
             ],
         )  # fmt: skip
         self._spawn(
