@@ -76,7 +76,7 @@ class ServerState:
     # called once when the model fails to load; `asr-serve` sets it to stop the server (exit 1) at once instead of
     # serving 503s until a startup probe gives up
     on_load_failure: Callable[[str], None] | None = None
-    scratch: ScratchBudget = field(default_factory=lambda: ScratchBudget(None, tempfile.gettempdir()))
+    scratch: ScratchBudget = field(default_factory=lambda: ScratchBudget(None, tempfile.gettempdir()))  # no limit
 
     @property
     def names(self) -> list[str]:
@@ -139,8 +139,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     source = model_source.resolve(settings)  # a bad --model fails here, before any import or hub call
     metrics = Metrics()
-    state = ServerState(settings, metrics, source.name)
-    state.scratch = ScratchBudget(int(settings.scratch_mb * 2**20) or None, tempfile.gettempdir())
+    scratch = ScratchBudget(
+        int(settings.scratch_mb * 2**20) or None,
+        tempfile.gettempdir(),
+        request_scratch_bytes(int(settings.max_upload_mb * 2**20), settings.max_audio_s),
+    )
+    state = ServerState(settings, metrics, source.name, scratch=scratch)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -222,8 +226,6 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            if "arrival" in ctx:
-                ctx["arrival"].release()
             metrics.inflight_requests.dec()
             elapsed = time.perf_counter() - ctx["t0"]
             status = ctx.get("override_status") or ctx["status"]
@@ -305,9 +307,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
                 "graph_mode": info.graph_mode,
                 "graph_fallback_reason": info.graph_fallback_reason,
                 "max_batch_size": settings.max_batch_size,
-                "scratch": state.scratch.report(
-                    request_scratch_bytes(int(settings.max_upload_mb * 2**20), settings.max_audio_s)
-                ),
+                "scratch": state.scratch.report(),
                 "startup_seconds": round(state.ready_after_s or 0.0, 3),
             }
         )

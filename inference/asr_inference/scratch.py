@@ -27,9 +27,10 @@ def request_scratch_bytes(upload_bytes: int, max_audio_s: float) -> int:
 class ScratchBudget:
     """Reservations of scratch bytes, on the event loop only (no lock). `limit_bytes` None: no limit."""
 
-    def __init__(self, limit_bytes: int | None, directory: str) -> None:
+    def __init__(self, limit_bytes: int | None, directory: str, per_request_max_bytes: int = 0) -> None:
         self.limit_bytes = limit_bytes
         self.directory = directory
+        self.per_request_max_bytes = per_request_max_bytes  # the largest upload's worst case, for /readyz
         self.in_use_bytes = 0
 
     def try_reserve(self, n: int) -> bool:
@@ -43,7 +44,7 @@ class ScratchBudget:
     def release(self, n: int) -> None:
         self.in_use_bytes = max(0, self.in_use_bytes - n)
 
-    def report(self, per_request_max_bytes: int) -> dict[str, int | str | None]:
+    def report(self) -> dict[str, int | str | None]:
         """For /readyz: what the server may need, what it has reserved, what the disk has left."""
         try:
             free: int | None = shutil.disk_usage(self.directory).free
@@ -53,6 +54,6 @@ class ScratchBudget:
             "dir": self.directory,
             "limit_bytes": self.limit_bytes,
             "in_use_bytes": self.in_use_bytes,
-            "per_request_max_bytes": per_request_max_bytes,
+            "per_request_max_bytes": self.per_request_max_bytes,
             "free_bytes": free,
         }

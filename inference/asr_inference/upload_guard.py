@@ -112,8 +112,9 @@ class UploadGuard:
             await self.app(scope, self._guarded(scope, receive, engine), send)
         finally:
             self.scratch.release(reservation)
-            if (admission := ctx.get("admission")) is not None:
-                admission.release()  # idempotent: the route releases it once the first item is queued
+            for ticket in ("admission", "arrival"):  # idempotent: the route releases both once an item is queued
+                if (held := ctx.get(ticket)) is not None:
+                    held.release()
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"upload exceeds {self.max_upload_mb:g} MB")

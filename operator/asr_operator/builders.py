@@ -45,6 +45,16 @@ STARTUP_FAILURES_HUB = 180
 STARTUP_FAILURES_LOCAL = 60
 
 
+def pod_selector(name: str) -> dict[str, str]:
+    """The labels that select the pods of the ASRDeployment `name`."""
+    return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: name}
+
+
+def pod_selector_string(name: str) -> str:
+    """`pod_selector` as a label-selector string (the status' `selector`, list calls)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(pod_selector(name).items()))
+
+
 @dataclass(frozen=True)
 class ASR:
     """What the builders need of one ASRDeployment."""
@@ -56,11 +66,11 @@ class ASR:
 
     @property
     def selector(self) -> dict[str, str]:
-        return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: self.name}
+        return pod_selector(self.name)
 
     @property
     def selector_string(self) -> str:
-        return ",".join(f"{k}={v}" for k, v in sorted(self.selector.items()))
+        return pod_selector_string(self.name)
 
     @property
     def configmap_name(self) -> str:

@@ -107,7 +107,8 @@ class Kube:
         """The objects of one kind in a namespace that match the selectors (filtered by the API server)."""
         selectors = {"labelSelector": label_selector, "fieldSelector": field_selector}
         query = urllib.parse.urlencode({k: v for k, v in selectors.items() if v})
-        return list(self.request("GET", f"{kind.path(namespace)}?{query}").get("items") or [])
+        path = f"{kind.path(namespace)}?{query}" if query else kind.path(namespace)
+        return list(self.request("GET", path).get("items") or [])
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         return self.request("POST", kind.path(namespace), body)

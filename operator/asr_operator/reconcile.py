@@ -17,12 +17,12 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from .builders import APP_NAME, ASR, LABEL_INSTANCE, LABEL_NAME, desired_children
+from .builders import ASR, desired_children, pod_selector_string
 from .kube import KINDS, Kube, is_subset, strip_path, three_way_patch, with_last_applied
 from .metrics import CHILD_REPAIRS_TOTAL
 from .pod_health import POD_REASONS, PodProblem, event_problem, pod_problem, pod_problem_of, stuck_creating
 from .spec import KIND, InvalidSpec, parse_spec
-from .status import Outcome, compute_status, status_changed
+from .status import Outcome, compute_status, deployment_progress, status_changed
 
 REPLICAS_PATH = ("spec", "replicas")
 # Children whose status the ASRDeployment's status reports: their events refresh it.
@@ -88,11 +88,17 @@ def _api_error(e: ApiException, kind: str, name: str, operation: str) -> ChildAp
     return ChildApiError(kind, name, operation, int(e.status or 0), detail)
 
 
-def _owner_uid(obj: Mapping[str, Any]) -> str | None:
+def _owner_ref(obj: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The ownerReference of the ASRDeployment that controls `obj`, if any."""
     for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
         if ref.get("kind") == KIND and ref.get("controller"):
-            return str(ref.get("uid"))
+            return ref
     return None
+
+
+def _owner_uid(obj: Mapping[str, Any]) -> str | None:
+    ref = _owner_ref(obj)
+    return str(ref.get("uid")) if ref is not None else None
 
 
 def apply_child(
@@ -183,18 +189,18 @@ def repair_child(kube: Kube, child: Mapping[str, Any], deleted: bool, default_im
     live owner or is not wanted.
     """
     meta = child.get("metadata") or {}
-    uid = _owner_uid(child)
-    refs = [r for r in meta.get("ownerReferences") or [] if r.get("kind") == KIND and r.get("controller")]
-    if not refs or uid is None:
+    ref = _owner_ref(child)
+    if ref is None:
         return None
+    uid, owner_name = str(ref.get("uid")), str(ref.get("name"))
     namespace = str(meta.get("namespace"))
     key = (str(child.get("kind")), namespace, str(meta.get("name")))
     if deleted:
         _IN_SYNC.pop(key, None)
     try:
-        owner = kube.get(KINDS[KIND], namespace, str(refs[0].get("name")))
+        owner = kube.get(KINDS[KIND], namespace, owner_name)
     except ApiException as e:
-        raise _api_error(e, KIND, str(refs[0].get("name")), "get") from e
+        raise _api_error(e, KIND, owner_name, "get") from e
     if owner is None or owner["metadata"].get("uid") != uid or owner["metadata"].get("deletionTimestamp"):
         return None
     try:
@@ -225,11 +231,9 @@ def handle_child_event(
     kind, name = str(child.get("kind")), str((child.get("metadata") or {}).get("name"))
     if not deleted and spec_unchanged_since_verified(child):
         # a status update of a child already checked at this generation: nothing to repair, only the status
-        owner = next(
-            (r.get("name") for r in child["metadata"].get("ownerReferences") or [] if r.get("controller")), None
-        )
-        if kind in STATUS_SOURCES and owner:
-            _refresh_status(kube, str(child["metadata"].get("namespace")), str(owner), None, child, logger)
+        ref = _owner_ref(child)
+        if kind in STATUS_SOURCES and ref is not None:
+            _refresh_status(kube, str(child["metadata"].get("namespace")), str(ref.get("name")), None, child, logger)
         return
     try:
         repaired = repair_child(kube, child, deleted, default_image)
@@ -295,20 +299,14 @@ def pod_event_changes_status(kube: Kube, namespace: str, owner: str, pod: Mappin
     return any(c.get("reason") in POD_REASONS for c in conditions)
 
 
-def rollout_complete(deployment: Mapping[str, Any]) -> bool:
+def rollout_complete(deployment: dict[str, Any]) -> bool:
     """Every desired replica updated, ready and no other pod around: no pod can have a problem worth reporting."""
-    spec, st = deployment.get("spec") or {}, deployment.get("status") or {}
-    desired = int(spec.get("replicas", 1) or 0)
-    counts = [int(st.get(k, 0) or 0) for k in ("replicas", "readyReplicas", "updatedReplicas", "availableReplicas")]
-    observed = int(st.get("observedGeneration", 0) or 0) >= int(
-        (deployment.get("metadata") or {}).get("generation", 0) or 0
-    )
-    return observed and desired > 0 and all(c == desired for c in counts)
-
-
-def selector_of(name: str) -> str:
-    """The label selector of an ASRDeployment's pods (the same as `ASR.selector_string`)."""
-    return f"{LABEL_INSTANCE}={name},{LABEL_NAME}={APP_NAME}"
+    desired, replicas, ready, updated, _, _ = deployment_progress(deployment)
+    st = deployment.get("status") or {}
+    available = int(st.get("availableReplicas", 0) or 0)
+    generation = int((deployment.get("metadata") or {}).get("generation", 0) or 0)
+    observed = int(st.get("observedGeneration", 0) or 0) >= generation
+    return observed and desired > 0 and replicas == ready == updated == available == desired
 
 
 def _pod_problem(kube: Kube, namespace: str, selector: str) -> PodProblem | None:
@@ -378,14 +376,14 @@ def write_status(
                 deployment = kube.get(KINDS["Deployment"], namespace, name)
             pods = None
             if deployment is not None and not rollout_complete(deployment):
-                pods = _pod_problem(kube, namespace, selector_of(name))
+                pods = _pod_problem(kube, namespace, pod_selector_string(name))
             autoscaling = _autoscaler_of(kube, cr)
             current = cr.get("status") or {}
             if asr is not None:
                 endpoint, selector, image = asr.endpoint, asr.selector_string, asr.image
             else:
                 endpoint = current.get("endpoint") or f"http://{name}.{namespace}.svc"
-                selector = selector_of(name)
+                selector = pod_selector_string(name)
                 image = None
             new = compute_status(
                 current,
