@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv serve test lint fmt e2e bench demo-model clean cluster cluster-down
+.PHONY: venv serve test lint fmt e2e bench demo-model clean cluster cluster-down images
 
 venv: $(STAMP)
 
@@ -51,6 +51,12 @@ cluster:
 
 cluster-down:
 	$(PY) tools/cluster/cluster.py down
+
+# Both images, built with buildah (no daemon; root, buildah, podman, mmdebstrap) and cached by content, so a second
+# run is a no-op. Here the base is a Debian bookworm image made by mmdebstrap and torch comes from PyPI (nothing else
+# is reachable); BASE_IMAGE / TORCH_INDEX_URL select the official ones. See tools/images/build.py.
+images:
+	$(PY) tools/images/build.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

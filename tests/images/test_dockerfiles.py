@@ -509,8 +509,9 @@ def test_inference_runtime_contract(inference_df: Dockerfile, target: str | None
 
 
 def test_inference_torch_pinned_before_project(inference_df: Dockerfile) -> None:
-    """Each venv stage installs torch==${TORCH_VERSION} (an ARG with an exact default) from the PyTorch index,
-    before `.[inference]`; the GPU venv uses a CUDA index and the CPU venv the CPU index."""
+    """Each venv stage installs torch==${TORCH_VERSION} (an ARG with an exact default) from the PyTorch index (by
+    default: a build arg may name a mirror), before `.[inference]`; the GPU venv uses a CUDA index and the CPU venv
+    the CPU index."""
     copied = {
         target: {i.flags["from"] for s in inference_df.chain(target) for i in s.instructions if "from" in i.flags}
         for target in ("gpu", "cpu")
@@ -523,8 +524,10 @@ def test_inference_torch_pinned_before_project(inference_df: Dockerfile) -> None
         torch_cmd = next((argv for _, argv in installs if any(a.startswith("torch==") for a in argv)), None)
         assert torch_cmd is not None, f"{venv_stage}: no pinned torch install"
         spec = next(a for a in torch_cmd if a.startswith("torch=="))
-        assert re.search(expect_index, " ".join(torch_cmd)), torch_cmd
         args = {i.args.partition("=")[0]: i.args.partition("=")[2] for i in inference_df.effective(venv_stage, "ARG")}
+        # the index may be a build arg (a mirror where the PyTorch index is unreachable): its default must be it
+        index = substitute(" ".join(torch_cmd), args)
+        assert "https://download.pytorch.org/whl/" in index and re.search(expect_index, index), (torch_cmd, index)
         version = substitute(spec.removeprefix("torch=="), args)
         assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"torch pin {spec!r} resolves to {version!r}"
         project = [k for k, (_, argv) in enumerate(installs) if any("[inference]" in a for a in argv)]
