@@ -46,8 +46,10 @@ demo-model: $(STAMP)
 # A local control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok fake nodes) from binaries built
 # once into ~/.cache/asr-platform/cluster (tools/cluster/build.sh; cold build ~30 min on 2 cores, then a no-op).
 # `make cluster` writes .cluster/kubeconfig; `make cluster-down` stops it and deletes its data.
+# `make cluster REAL_NODE=1` (root) adds a real node: containerd + kubelet + kube-proxy, a loopback registry, the
+# network fenced so no packet leaves (tools/cluster/realnode.py); `make cluster-down` puts the host back.
 cluster:
-	$(PY) tools/cluster/cluster.py up --bin "$$(tools/cluster/build.sh | tail -n 1)"
+	$(PY) tools/cluster/cluster.py up --bin "$$(tools/cluster/build.sh | tail -n 1)" $(if $(REAL_NODE),--real-node)
 
 cluster-down:
 	$(PY) tools/cluster/cluster.py down

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from collections.abc import Iterator
@@ -22,8 +23,23 @@ _orig_getaddrinfo = socket.getaddrinfo
 _orig_connect = socket.socket.connect
 
 
+# The real node's pod bridge and the service range (tools/cluster/realnode.py): local only while its fence is up
+# (the bridge exists only between its fence_network() and down()); otherwise such an address follows the default
+# route out of the machine, so it stays blocked.
+_FENCED_NETWORKS = (ipaddress.ip_network("10.99.0.0/24"), ipaddress.ip_network("10.96.0.0/16"))
+_FENCE_BRIDGE = Path("/sys/class/net/asr-br0")
+
+
+def _fenced(host: object) -> bool:
+    try:
+        ip = ipaddress.ip_address(str(host))
+    except ValueError:
+        return False
+    return any(ip in net for net in _FENCED_NETWORKS) and _FENCE_BRIDGE.exists()
+
+
 def _is_local(host: object) -> bool:
-    return host is None or str(host).startswith(_LOOPBACK) or str(host) in ("", "testserver", "t")
+    return host is None or str(host).startswith(_LOOPBACK) or str(host) in ("", "testserver", "t") or _fenced(host)
 
 
 def _guarded_getaddrinfo(host, *args, **kwargs):  # type: ignore[no-untyped-def]

@@ -21,6 +21,9 @@ import pytest
 sys.path.insert(0, str(pathlib.Path(__file__).parent))  # localkube.py (no package here)
 
 from localkube import (
+    OPERATOR_SA,
+    PLATFORM_NS,
+    RELEASE,
     REPO,
     Kube,
     OperatorProcess,
@@ -28,11 +31,6 @@ from localkube import (
     forbidden_calls,
     load_cluster_module,
 )
-
-PLATFORM_NS = "asr-system"
-RELEASE = "asr-platform"  # the chart's fullname is then "asr-platform": ServiceAccount asr-platform
-OPERATOR_SA = "asr-platform"
-OPERATOR_USER = f"system:serviceaccount:{PLATFORM_NS}:{OPERATOR_SA}"
 
 
 def _unavailable(module: Any) -> str | None:

@@ -23,6 +23,12 @@ CHILD_KINDS = ("deployment", "service", "configmap", "poddisruptionbudget", "hor
 T = TypeVar("T")
 
 
+PLATFORM_NS = "asr-system"
+RELEASE = "asr-platform"  # the chart's fullname is then "asr-platform": ServiceAccount asr-platform
+OPERATOR_SA = "asr-platform"
+OPERATOR_USER = f"system:serviceaccount:{PLATFORM_NS}:{OPERATOR_SA}"
+
+
 def load_cluster_module() -> Any:
     """tools/cluster/cluster.py (not a package; loaded by path under a name that cannot clash)."""
     spec = importlib.util.spec_from_file_location("asr_local_cluster", REPO / "tools" / "cluster" / "cluster.py")

@@ -14,9 +14,17 @@ import urllib.error
 import urllib.request
 
 import yaml
-from conftest import OPERATOR_SA, OPERATOR_USER, PLATFORM_NS
 from containers import Container, current_image, podman
-from localkube import Kube, example_in, forbidden_calls, owned_by, wait_ready
+from localkube import (
+    OPERATOR_SA,
+    OPERATOR_USER,
+    PLATFORM_NS,
+    Kube,
+    example_in,
+    forbidden_calls,
+    owned_by,
+    wait_ready,
+)
 
 
 def free_port() -> int:
@@ -53,7 +61,8 @@ def test_operator_image_reconciles_as_the_chart_service_account(
     platform: Kube, ns: str, tmp_path: pathlib.Path
 ) -> None:
     image = current_image("asr-operator")
-    assert "usage: asr-operator" in podman("run", "--rm", "--ulimit", "host", image, "--help").stdout
+    usage = podman("run", "--rm", "--ulimit", "host", "--network", "none", image, "--help").stdout
+    assert "usage: asr-operator" in usage, usage
     kubeconfig = self_contained_kubeconfig(platform, tmp_path / "operator.kubeconfig")
     port = free_port()
     since = time.time() - 1

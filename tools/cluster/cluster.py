@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 from pki import ensure_pki
@@ -33,7 +34,11 @@ from pki import ensure_pki
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 SERVICE_CIDR = "10.96.0.0/16"
+NODE_IP = "10.99.0.1"  # the real node's address (realnode.py), where the API server listens when it runs
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# The real node's processes (realnode.py), started after the control plane and stopped before it.
+NODE_COMPONENTS = ("docker-registry", "containerd", "kubelet", "kube-proxy")
+REAL_NODE_BINARIES = ["kubelet", "kube-proxy", "pause"]
 # Admission plugins on top of the defaults (NamespaceLifecycle, ServiceAccount, PodSecurity, ResourceQuota, ...):
 # what hardened distributions (OpenShift, CIS benchmark) turn on. OwnerReferencesPermissionEnforcement makes
 # blockOwnerDeletion need `update` on the owner's finalizers subresource.
@@ -81,8 +86,9 @@ def default_bin_dir() -> pathlib.Path:
     return pathlib.Path(cache) / k8s_version() / "bin"
 
 
-def missing_binaries(bin_dir: pathlib.Path) -> list[str]:
-    names = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl", "helm")
+def missing_binaries(bin_dir: pathlib.Path, real_node: bool = False) -> list[str]:
+    names = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl", "helm"]
+    names += REAL_NODE_BINARIES if real_node else []
     return [n for n in names if not os.access(bin_dir / n, os.X_OK)]
 
 
@@ -117,23 +123,38 @@ def write_kubeconfig(path: pathlib.Path, server: str, pki: pathlib.Path, user: s
 class Cluster:
     """One control plane whose state (pids, logs, certificates, etcd data, kubeconfigs) lives in `state_dir`."""
 
-    def __init__(self, state_dir: pathlib.Path, bin_dir: pathlib.Path | None = None) -> None:
+    def __init__(self, state_dir: pathlib.Path, bin_dir: pathlib.Path | None = None, real_node: bool = False) -> None:
         self.dir = state_dir.resolve()
         self.bin = (bin_dir or default_bin_dir()).resolve()
         self.pki = self.dir / "pki"
         self.kubeconfig = self.dir / "kubeconfig"
         self.audit_log = self.dir / "audit.log"
         self.logs = self.dir / "logs"
+        self.real_node = real_node
+        self.node_ip = "127.0.0.1"
+
+    def node(self) -> Any:
+        """The real node's host side (realnode.py; imported only when a real node is involved)."""
+        from realnode import RealNode
+
+        return RealNode(self.dir, self.bin, self.pki)
 
     # --- processes -----------------------------------------------------------------------------------------
-    def _spawn(self, name: str, args: list[str]) -> None:
+    def _spawn(self, name: str, args: list[str], exe: str | None = None) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{name}.log", "ab") as log:
             # Own session: `make cluster` returns while the control plane keeps running; down() signals by pid.
             proc = subprocess.Popen(
-                [str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                [exe or str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         (self.dir / f"{name}.pid").write_text(f"{proc.pid}\n")
+
+    def _stop(self, names: tuple[str, ...]) -> None:
+        for name in names:
+            pid_file = self.dir / f"{name}.pid"
+            if pid_file.exists():
+                _terminate(int(pid_file.read_text()))
+                pid_file.unlink()
 
     def running(self) -> bool:
         pid_file = self.dir / "kube-apiserver.pid"
@@ -146,34 +167,54 @@ class Cluster:
         return True
 
     def down(self) -> None:
-        """Stop every component (apiserver clients first, etcd last) and delete the cluster's data."""
-        for name in reversed(COMPONENTS):
-            pid_file = self.dir / f"{name}.pid"
-            if pid_file.exists():
-                _terminate(int(pid_file.read_text()))
-                pid_file.unlink()
+        """Stop every component (the real node's pods and processes first, then apiserver clients, etcd last),
+        delete the cluster's data, and put back what the real node changed on the host."""
+        node = self.node() if (self.dir / "node").exists() else None
+        if node is not None:
+            if self.running():
+                node.drain(self.kubectl)
+            self._stop(("kube-proxy", "kubelet"))
+            node.force_stop_tasks()
+            self._stop(("containerd", "docker-registry"))
+        self._stop(tuple(reversed(COMPONENTS)))
+        if node is not None:
+            node.restore_host()
+            shutil.rmtree(node.dir, ignore_errors=True)
         shutil.rmtree(self.dir / "etcd-data", ignore_errors=True)
 
     # --- start ---------------------------------------------------------------------------------------------
     def up(self, timeout_s: float = 120.0) -> Cluster:
-        missing = missing_binaries(self.bin)
+        missing = missing_binaries(self.bin, self.real_node)
         if missing:
             raise RuntimeError(f"missing binaries in {self.bin}: {', '.join(missing)} (run tools/cluster/build.sh)")
         if self.running():
             return self
-        self.down()  # leftovers of a crashed run: stale pids, old etcd data
+        if self.real_node and os.geteuid() != 0:
+            raise RuntimeError("a real node needs root (containerd, the kubelet, iptables)")
+        self.down()  # leftovers of a crashed run: stale pids, old etcd data, a real node's host changes
         self.dir.mkdir(parents=True, exist_ok=True)
         ensure_pki(self.pki)
         deadline = time.monotonic() + timeout_s
+        node = self.node() if self.real_node else None
+        if node is not None:  # fenced before anything listens on the node's address
+            node.record_host()
+            node.fence_network()
+            self.node_ip = NODE_IP
         etcd_url = self._start_etcd()
         server = self._start_apiserver(etcd_url)
         self._wait_ready(server, deadline)
         self._start_controllers(server)
         self.kubectl("apply", "-f", "-", input=self._nodes_yaml())
         self._install_upstream_crds()
-        self._wait_for(deadline, "3 Ready nodes", self._nodes_ready)
+        if node is not None:
+            node.start(self._spawn, server)
+            self.registry = node.registry
+        self._wait_for(deadline, f"{self._node_count()} Ready nodes", self._nodes_ready)
         self._wait_for(deadline, "the default ServiceAccount", self._default_sa_exists)
         return self
+
+    def _node_count(self) -> int:
+        return 4 if self.real_node else 3
 
     def _start_etcd(self) -> str:
         client, peer = free_port(), free_port()
@@ -197,7 +238,7 @@ class Cluster:
         self._spawn(
             "kube-apiserver",
             [
-                f"--etcd-servers={etcd_url}", "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
+                f"--etcd-servers={etcd_url}", f"--bind-address={self.node_ip}", f"--advertise-address={self.node_ip}",
                 f"--secure-port={port}", f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
@@ -209,9 +250,14 @@ class Cluster:
                 f"--audit-policy-file={self.dir / 'audit-policy.yaml'}", f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json", "--audit-log-mode=blocking",
                 "--enable-priority-and-fairness=true", "--v=1",
+                # kubelets by their InternalIP (a node name would be looked up in the host's DNS), over verified TLS
+                "--kubelet-preferred-address-types=InternalIP",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
             ],
         )  # fmt: skip
-        server = f"https://127.0.0.1:{port}"
+        server = f"https://{self.node_ip}:{port}"
         for user in ("admin", "controller-manager", "scheduler", "kwok"):
             write_kubeconfig(self.dir / f"{user}.kubeconfig", server, self.pki, user)
         self.kubeconfig.write_text((self.dir / "admin.kubeconfig").read_text())
@@ -251,7 +297,9 @@ class Cluster:
             "kwok",
             [
                 f"--kubeconfig={self.dir / 'kwok.kubeconfig'}", f"--config={HERE / 'kwok-stages.yaml'}",
-                "--manage-all-nodes=true", "--node-lease-duration-seconds=40", "--cidr=10.244.0.0/16",
+                # only the fake nodes: a real node's kubelet reports for itself
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--node-lease-duration-seconds=40", "--cidr=10.244.0.0/16",
                 "--node-ip=127.0.0.1",
             ],
         )  # fmt: skip
@@ -281,7 +329,7 @@ class Cluster:
         while not check():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}; logs in {self.logs}")
-            for name in COMPONENTS:
+            for name in COMPONENTS + NODE_COMPONENTS:
                 pid_file = self.dir / f"{name}.pid"
                 if pid_file.exists() and not _alive(int(pid_file.read_text())):
                     tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
@@ -299,7 +347,7 @@ class Cluster:
             for c in n.get("status", {}).get("conditions", [])
             if c["type"] == "Ready" and c["status"] == "True"
         ]
-        return len(ready) == 3
+        return len(ready) == self._node_count()
 
     def _default_sa_exists(self) -> bool:
         return self.kubectl("get", "serviceaccount", "default", "-n", "default", check=False).returncode == 0
@@ -373,8 +421,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "down"])
     parser.add_argument("--dir", type=pathlib.Path, default=REPO / ".cluster", help="state directory")
     parser.add_argument("--bin", type=pathlib.Path, default=None, help="binaries (default: build.sh's cache)")
+    parser.add_argument(
+        "--real-node",
+        action="store_true",
+        default=bool(os.environ.get("REAL_NODE")),
+        help="also run a real node (containerd + kubelet + kube-proxy; root; see realnode.py); env REAL_NODE=1",
+    )
     args = parser.parse_args(argv)
-    cluster = Cluster(args.dir, args.bin)
+    cluster = Cluster(args.dir, args.bin, real_node=args.real_node)
     if args.command == "down":
         cluster.down()
         print(f"cluster in {cluster.dir} stopped")

@@ -19,10 +19,18 @@ CLIENTS = {
     # kwok plays the kubelet of every fake node; the Node authorizer would pin a kubelet to one node, so kwok
     # runs with cluster-admin rights like kwokctl's own setup does.
     "kwok": ("kwok-controller", "system:masters"),
+    # The real node (tools/cluster/realnode.py): its kubelet as the Node authorizer expects it, kube-proxy as the
+    # bootstrap RBAC knows it, and the API server's client for kubelet calls (logs, exec).
+    "kubelet": ("system:node:asr-node-0", "system:nodes"),
+    "kube-proxy": ("system:kube-proxy", ""),
+    "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
 }
+# 10.99.0.1: the real node's address (its pod bridge), where the API server listens when that node runs.
 SERVING_SANS = (
-    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.96.0.1"
+    "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:127.0.0.1,IP:10.96.0.1,"
+    "IP:10.99.0.1"
 )
+KUBELET_SANS = "DNS:asr-node-0,IP:10.99.0.1"
 DAYS = "3650"
 
 
@@ -48,24 +56,36 @@ def _signed_cert(pki: pathlib.Path, name: str, subject: str, extensions: str) ->
     csr.unlink()
 
 
+def _server_ext(sans: str) -> str:
+    return f"subjectAltName={sans}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n"
+
+
 def ensure_pki(pki: pathlib.Path) -> pathlib.Path:
-    """Create the CA, serving cert, client certs and service-account key pair once; reuse them afterwards."""
-    if (pki / "done").exists():
+    """Create the CA, serving certs, client certs and service-account key pair once; reuse them afterwards (a
+    certificate added to this file later is made on the next start, signed by the same CA)."""
+    done = pki / f"done-{len(CLIENTS)}-{SERVING_SANS.count(',')}"
+    if done.exists():
         return pki
     pki.mkdir(parents=True, exist_ok=True)
-    _ec_key(pki / "ca.key")
-    _openssl(
-        "req", "-x509", "-new", "-key", str(pki / "ca.key"), "-subj", "/CN=asr-platform-local-ca", "-days", DAYS,
-        "-sha256", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
-        "-out", str(pki / "ca.crt"),
-    )  # fmt: skip
-    server_ext = f"subjectAltName={SERVING_SANS}\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\n"
-    _signed_cert(pki, "apiserver", "/CN=kube-apiserver", server_ext)
+    if not (pki / "ca.crt").exists():
+        _ec_key(pki / "ca.key")
+        _openssl(
+            "req", "-x509", "-new", "-key", str(pki / "ca.key"), "-subj", "/CN=asr-platform-local-ca", "-days", DAYS,
+            "-sha256", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-out", str(pki / "ca.crt"),
+        )  # fmt: skip
+    servers = {"apiserver": ("/CN=kube-apiserver", SERVING_SANS), "kubelet-serving": ("/CN=asr-node-0", KUBELET_SANS)}
+    for name, (subject, sans) in servers.items():
+        made_for = pki / f"{name}.sans"  # re-issued when the names it must carry change
+        if not (pki / f"{name}.crt").exists() or not made_for.exists() or made_for.read_text() != sans:
+            _signed_cert(pki, name, subject, _server_ext(sans))
+            made_for.write_text(sans)
     client_ext = "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\n"
     for name, (cn, org) in CLIENTS.items():
-        subject = f"/CN={cn}" + (f"/O={org}" if org else "")
-        _signed_cert(pki, name, subject, client_ext)
-    _ec_key(pki / "sa.key")
-    _openssl("pkey", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
-    (pki / "done").write_text("ok\n")
+        if not (pki / f"{name}.crt").exists():
+            _signed_cert(pki, name, f"/CN={cn}" + (f"/O={org}" if org else ""), client_ext)
+    if not (pki / "sa.key").exists():
+        _ec_key(pki / "sa.key")
+        _openssl("pkey", "-in", str(pki / "sa.key"), "-pubout", "-out", str(pki / "sa.pub"))
+    done.write_text("ok\n")
     return pki
