@@ -2,8 +2,10 @@
 
 Two ways to get a cluster, and nothing else is ever used:
 
-* default: a kind cluster named exactly `asr-e2e` (context `kind-asr-e2e`), created by the suite (or reused if
-  one with that name exists: it was made for this suite) with its own kubeconfig file;
+* default: the local cluster of tools/cluster with a real node (`cluster.py up --real-node`: containerd, kubelet,
+  kube-proxy, a loopback registry; context `asr-local`), started by the suite in its own directory and stopped
+  afterwards. It changes this machine (iptables, routes, a bridge, mounts; all put back by `down`), so it runs only
+  as root where that is allowed: with `CI` set or `ASR_E2E_REAL_NODE=1`;
 * `E2E_KUBECONFIG=<file>`: an existing cluster, only if `E2E_ALLOW_CONTEXT` names the context that will be
   used (`E2E_CONTEXT`, else the file's current-context). Anything else is refused before any command runs.
 
@@ -14,15 +16,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-KIND_CLUSTER = "asr-e2e"
-KIND_CONTEXT = f"kind-{KIND_CLUSTER}"
+LOCAL_CONTEXT = "asr-local"  # tools/cluster/cluster.py's kubeconfig context
+# What the local real node and `make images` need from Debian (kubectl/helm/kubelet come from tools/cluster).
+LOCAL_TOOLS = ("buildah", "podman", "mmdebstrap", "containerd", "docker-registry", "iptables")
 
 
 class RefusedContext(RuntimeError):
@@ -31,27 +33,20 @@ class RefusedContext(RuntimeError):
 
 @dataclass(frozen=True)
 class Target:
-    mode: str  # "kind" | "kubeconfig"
+    mode: str  # "local" | "kubeconfig"
     context: str
-    kubeconfig: Path | None  # None in kind mode until the cluster exists (the suite writes its own file)
+    kubeconfig: Path | None  # None in local mode until the cluster runs (it writes its own file)
 
 
-def _docker_engine_problem(timeout: float = 30) -> str | None:
-    try:
-        proc = subprocess.run(
-            ["docker", "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
+def may_change_this_machine(env: Mapping[str, str] = os.environ, euid: Callable[[], int] = os.geteuid) -> str | None:
+    """Why the local real node may not be started here (None: it may)."""
+    if euid() != 0:
+        return "the local cluster's real node needs root (containerd, kubelet, iptables)"
+    if not (env.get("CI") or env.get("ASR_E2E_REAL_NODE") == "1"):
+        return (
+            "the local cluster's real node changes this machine (iptables, routes, a bridge, mounts; put back "
+            "afterwards): set ASR_E2E_REAL_NODE=1 to allow it (CI sets CI)"
         )
-    except subprocess.TimeoutExpired:
-        return f"docker engine not reachable (`docker info` did not answer within {timeout:.0f}s)"
-    except OSError as e:
-        return f"docker client cannot run: {e}"
-    if proc.returncode != 0 or not proc.stdout.strip():
-        why = (proc.stderr or proc.stdout).strip().splitlines()
-        return f"docker engine not reachable (`docker info` exit {proc.returncode}: {why[-1] if why else '?'})"
     return None
 
 
@@ -60,21 +55,26 @@ def prebuilt_images(env: Mapping[str, str]) -> bool:
 
 
 def preflight(
-    env: Mapping[str, str] = os.environ, which=shutil.which, docker_problem=_docker_engine_problem
+    env: Mapping[str, str] = os.environ,
+    which: Callable[[str], str | None] = shutil.which,
+    machine_problem: Callable[[Mapping[str, str]], str | None] = may_change_this_machine,
 ) -> list[str]:
     """Why the suite cannot run here (empty: it can). Checked before anything touches a cluster."""
     reasons: list[str] = []
-    external = bool(env.get("E2E_KUBECONFIG"))
-    need_docker = not external or not prebuilt_images(env)
-    tools = ["kubectl", "helm"] + ([] if external else ["kind"]) + (["docker"] if need_docker else [])
+    if not env.get("E2E_KUBECONFIG"):
+        problem = machine_problem(env)
+        if problem:
+            reasons.append(problem)
+        missing = [t for t in LOCAL_TOOLS if which(t) is None]
+        if missing:
+            reasons.append(f"not found on PATH: {', '.join(missing)} (apt-get install; see .ci/run)")
+        return reasons
+    build = not prebuilt_images(env)
+    tools = ["kubectl", "helm"] + (["buildah", "podman"] if build else [])
     missing = [t for t in tools if which(t) is None]
     if missing:
         reasons.append(f"not found on PATH: {', '.join(missing)}")
-    if need_docker and "docker" not in missing:
-        problem = docker_problem()
-        if problem:
-            reasons.append(problem)
-    if external and not (env.get("E2E_IMAGE_REGISTRY") or prebuilt_images(env)):
+    if build and not env.get("E2E_IMAGE_REGISTRY"):
         reasons.append(
             "E2E_KUBECONFIG is set but the images cannot reach that cluster: set E2E_IMAGE_REGISTRY (built "
             "images are pushed there) or both E2E_INFERENCE_IMAGE and E2E_OPERATOR_IMAGE (prebuilt, pullable)"
@@ -94,11 +94,11 @@ def choose_target(env: Mapping[str, str] = os.environ) -> Target:
     """The cluster to use, or RefusedContext. Pure: reads only the env and the E2E_KUBECONFIG file."""
     path = env.get("E2E_KUBECONFIG")
     if not path:
-        if env.get("E2E_CONTEXT") and env["E2E_CONTEXT"] != KIND_CONTEXT:
+        if env.get("E2E_CONTEXT") and env["E2E_CONTEXT"] != LOCAL_CONTEXT:
             raise RefusedContext(
-                f"E2E_CONTEXT={env['E2E_CONTEXT']!r} without E2E_KUBECONFIG: the kind mode only uses {KIND_CONTEXT!r}"
+                f"E2E_CONTEXT={env['E2E_CONTEXT']!r} without E2E_KUBECONFIG: the local mode only uses {LOCAL_CONTEXT!r}"
             )
-        return Target("kind", KIND_CONTEXT, None)
+        return Target("local", LOCAL_CONTEXT, None)
     kubeconfig = Path(path).expanduser()
     if not kubeconfig.is_file():
         raise RefusedContext(f"E2E_KUBECONFIG={path!r} is not a file")

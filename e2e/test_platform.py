@@ -5,9 +5,11 @@ one ASRDeployment; each asserts one piece of the contract."""
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import re
 import threading
+import time
 import unicodedata
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +34,7 @@ class Deployed:
     kube: Kube
     namespace: str
     name: str
+    direct: bool = False  # ClusterIPs and pod IPs are reachable from here (the local cluster's real node)
 
     def cr(self) -> dict[str, Any] | None:
         return self.kube.get(CRD_NAME, self.name, self.namespace)
@@ -98,8 +101,8 @@ def _normalize(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def manifest(namespace: str, images: Images) -> dict[str, Any]:
-    return {
+def manifest(namespace: str, images: Images, node_selector: dict[str, str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
         "apiVersion": "asr-platform.io/v1alpha1",
         "kind": "ASRDeployment",
         "metadata": {"name": NAME, "namespace": namespace},
@@ -120,12 +123,17 @@ def manifest(namespace: str, images: Images) -> dict[str, Any]:
             },
         },
     }
+    if node_selector:
+        spec["spec"]["pod"] = {"nodeSelector": node_selector}
+    return spec
 
 
 @pytest.fixture(scope="module")
-def asr(platform: Kube, namespace: str, images: Images) -> Iterator[Deployed]:
-    d = Deployed(platform, namespace, NAME)
-    platform.apply(manifest(namespace, images))
+def asr(
+    platform: Kube, namespace: str, images: Images, node_selector: dict[str, str], local_cluster: Any
+) -> Iterator[Deployed]:
+    d = Deployed(platform, namespace, NAME, direct=local_cluster is not None)
+    platform.apply(manifest(namespace, images, node_selector))
     wait_for(lambda: _ready(d.cr()), timeout=scaled(900), what="ASRDeployment Ready", interval=5, describe=d.state)
     yield d
     platform.kubectl(
@@ -155,6 +163,53 @@ def service_target(d: Deployed) -> tuple[str, int]:
     ports = svc["spec"]["ports"]
     port = next((p for p in ports if p.get("name") == "http"), ports[0])
     return f"svc/{_name(svc)}", int(port["port"])
+
+
+@contextlib.contextmanager
+def service_url(d: Deployed) -> Iterator[str]:
+    """The Service's base URL: its ClusterIP through kube-proxy where that is reachable, else a port-forward."""
+    target, port = service_target(d)
+    if d.direct:
+        yield f"http://{d.one_owned('services')['spec']['clusterIP']}:{port}"
+        return
+    with port_forward(d.kube, d.namespace, target, port, timeout=scaled(60)) as url:
+        yield url
+
+
+def ready_pods(d: Deployed) -> list[dict[str, Any]]:
+    selector = f"app.kubernetes.io/instance={d.name}"
+    return [
+        p
+        for p in d.kube.list("pods", d.namespace, selector=selector)
+        if not p["metadata"].get("deletionTimestamp")
+        and any(c["type"] == "Ready" and c["status"] == "True" for c in (p.get("status") or {}).get("conditions", []))
+    ]
+
+
+class Trickle:
+    """One transcription after another through the Service while something changes; every answer is kept."""
+
+    def __init__(self, url: str, audio: bytes) -> None:
+        self.url, self.audio = url, audio
+        self.codes: list[int | str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.codes.append(transcribe(self.url, self.audio, timeout=60).status_code)
+            except httpx.HTTPError as e:
+                self.codes.append(type(e).__name__)
+            time.sleep(0.2)
+
+    def __enter__(self) -> Trickle:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=120)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -195,10 +250,26 @@ def test_ready_with_status_and_children(asr: Deployed) -> None:
     )
 
 
+def _seconds(timestamp: str) -> float:
+    return datetime.datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_ready_only_after_the_model_is_loaded_and_warmed(asr: Deployed) -> None:
+    """The pod turns Ready no sooner than the server's own start-up (load + warm-up) after its container started:
+    the probes wait for /readyz, which answers 200 only once warm-up is done."""
+    (pod,) = ready_pods(asr)
+    started = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"]
+    ready_at = next(c["lastTransitionTime"] for c in pod["status"]["conditions"] if c["type"] == "Ready")
+    with service_url(asr) as url:
+        body = httpx.get(f"{url}/readyz", timeout=30).json()
+    assert body["status"] == "ready" and body["startup_seconds"] > 0, body
+    # timestamps are whole seconds: allow one of rounding
+    assert _seconds(ready_at) - _seconds(started) >= body["startup_seconds"] - 1, (started, ready_at, body)
+
+
 def test_transcribes_the_sample_through_the_service(asr: Deployed) -> None:
     assert SAMPLE_WAV.is_file() and SAMPLE_TXT.is_file(), "samples/demo.wav and samples/demo.txt are needed"
-    target, port = service_target(asr)
-    with port_forward(asr.kube, asr.namespace, target, port, timeout=scaled(60)) as url:
+    with service_url(asr) as url:
         assert httpx.get(f"{url}/readyz", timeout=30).status_code == 200
         resp = transcribe(url, SAMPLE_WAV.read_bytes())
     assert resp.status_code == 200, resp.text
@@ -209,8 +280,7 @@ def test_transcribes_the_sample_through_the_service(asr: Deployed) -> None:
 def test_metrics_count_the_request(asr: Deployed) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
-    target, port = service_target(asr)
-    with port_forward(asr.kube, asr.namespace, target, port, timeout=scaled(60)) as url:
+    with service_url(asr) as url:
         assert transcribe(url, SAMPLE_WAV.read_bytes()).status_code == 200
         text = httpx.get(f"{url}/metrics", timeout=30).text
     samples = {
@@ -237,7 +307,18 @@ def test_batching_change_rolls_out(asr: Deployed) -> None:
         }
 
     before = set(replicasets())
-    asr.kube.patch_merge(CRD_NAME, NAME, asr.namespace, {"spec": {"batching": {"maxBatchSize": 4}}})
+    with service_url(asr) as url, Trickle(url, SAMPLE_WAV.read_bytes()) as trickle:
+        asr.kube.patch_merge(CRD_NAME, NAME, asr.namespace, {"spec": {"batching": {"maxBatchSize": 4}}})
+        _wait_rolled_out(asr, deploy, before_checksum, before, replicasets)
+        time.sleep(2)  # a few requests on the new pod alone
+    failed = [c for c in trickle.codes if c != 200]
+    assert trickle.codes and not failed, f"requests failed during the rollout: {failed} of {len(trickle.codes)}"
+
+
+def _wait_rolled_out(
+    asr: Deployed, deploy: dict[str, Any], before_checksum: str, before: set[str], replicasets: Any
+) -> None:
+    """A new ReplicaSet with the new config checksum, the rollout complete, the CR Ready again."""
 
     def rolled() -> dict[str, Any] | None:
         d = asr.kube.get("deployment", _name(deploy), asr.namespace)
@@ -263,6 +344,29 @@ def test_batching_change_rolls_out(asr: Deployed) -> None:
         what="Ready again after the rollout",
         describe=asr.state,
     )
+
+
+@contextlib.contextmanager
+def pod_url(d: Deployed, pod: dict[str, Any]) -> Iterator[str]:
+    port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+    if d.direct:
+        yield f"http://{pod['status']['podIP']}:{port}"
+        return
+    with port_forward(d.kube, d.namespace, f"pod/{_name(pod)}", port, timeout=scaled(60)) as url:
+        yield url
+
+
+def test_scaled_to_two_both_pods_serve(asr: Deployed) -> None:
+    asr.kube.patch_merge(CRD_NAME, NAME, asr.namespace, {"spec": {"replicas": 2}})
+    wait_for(lambda: len(ready_pods(asr)) == 2, timeout=scaled(600), what="2 ready pods", describe=asr.state)
+    wait_for(lambda: (asr.cr() or {}).get("status", {}).get("readyReplicas") == 2, timeout=scaled(120),
+             what="status.readyReplicas 2", describe=asr.state)  # fmt: skip
+    audio = SAMPLE_WAV.read_bytes()
+    for pod in ready_pods(asr):
+        with pod_url(asr, pod) as url:
+            resp = transcribe(url, audio)
+        assert resp.status_code == 200, (_name(pod), resp.text)
+        assert _normalize(resp.json()["text"]) == _normalize(SAMPLE_TXT.read_text()), _name(pod)
 
 
 def test_keda_scales_out_under_load(asr: Deployed) -> None:

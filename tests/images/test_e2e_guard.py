@@ -35,12 +35,21 @@ def write_kubeconfig(path: Path, contexts: list[str], current: str | None) -> Pa
     return path
 
 
-def test_default_is_the_kind_cluster_made_for_the_suite() -> None:
+def test_default_is_the_local_cluster_with_a_real_node() -> None:
     t = safety.choose_target({})
-    assert (t.mode, t.context, t.kubeconfig) == ("kind", "kind-asr-e2e", None)
-    assert safety.choose_target({"E2E_CONTEXT": "kind-asr-e2e"}).context == "kind-asr-e2e"
-    with pytest.raises(safety.RefusedContext, match="kind mode only uses"):
+    assert (t.mode, t.context, t.kubeconfig) == ("local", "asr-local", None)
+    assert safety.choose_target({"E2E_CONTEXT": "asr-local"}).context == "asr-local"
+    with pytest.raises(safety.RefusedContext, match="local mode only uses"):
         safety.choose_target({"E2E_CONTEXT": "kind-other"})
+
+
+def test_the_real_node_needs_root_and_an_explicit_yes() -> None:
+    assert "needs root" in (safety.may_change_this_machine({"CI": "1"}, euid=lambda: 1000) or "")
+    refused = safety.may_change_this_machine({}, euid=lambda: 0) or ""
+    assert "ASR_E2E_REAL_NODE=1" in refused, refused
+    assert safety.may_change_this_machine({"ASR_E2E_REAL_NODE": "1"}, euid=lambda: 0) is None
+    assert safety.may_change_this_machine({"CI": "true"}, euid=lambda: 0) is None
+    assert safety.may_change_this_machine({"ASR_E2E_REAL_NODE": "0"}, euid=lambda: 0) is not None
 
 
 def test_external_context_needs_the_explicit_opt_in(tmp_path: Path) -> None:
@@ -76,29 +85,26 @@ def _which(present: set[str]):
 
 
 def test_preflight_names_every_missing_piece() -> None:
-    everything = {"docker", "kind", "kubectl", "helm"}
-    assert safety.preflight({}, _which(everything), lambda: None) == []
-    reasons = safety.preflight({}, _which({"docker", "kubectl"}), lambda: None)
-    assert reasons == ["not found on PATH: helm, kind"]
-    # A docker client without a reachable engine is not enough.
-    reasons = safety.preflight({}, _which(everything), lambda: "docker engine not reachable (x)")
-    assert reasons == ["docker engine not reachable (x)"]
-    # Not asked for an engine when the client itself is missing.
-    called = []
-    safety.preflight({}, _which(everything - {"docker"}), lambda: called.append(1))
-    assert not called
+    everything = set(safety.LOCAL_TOOLS)
+    assert safety.preflight({}, _which(everything), lambda env: None) == []
+    reasons = safety.preflight({}, _which(everything - {"containerd", "buildah"}), lambda env: None)
+    assert reasons == ["not found on PATH: buildah, containerd (apt-get install; see .ci/run)"]
+    # The machine's refusal comes first, with everything else that is missing.
+    reasons = safety.preflight({}, _which(everything - {"podman"}), lambda env: "not here (x)")
+    assert reasons == ["not here (x)", "not found on PATH: podman (apt-get install; see .ci/run)"]
 
 
 def test_preflight_external_cluster_needs_a_way_to_get_images(tmp_path: Path) -> None:
     env = {"E2E_KUBECONFIG": "kc"}
-    reasons = safety.preflight(env, _which({"docker", "kubectl", "helm"}), lambda: None)
+    tools = {"buildah", "podman", "kubectl", "helm"}
+    asked = []
+    reasons = safety.preflight(env, _which(tools), lambda env: asked.append(1))
     assert len(reasons) == 1 and "E2E_IMAGE_REGISTRY" in reasons[0]
-    assert (
-        safety.preflight({**env, "E2E_IMAGE_REGISTRY": "r"}, _which({"docker", "kubectl", "helm"}), lambda: None) == []
-    )
+    assert not asked, "an external cluster does not touch this machine's network"
+    assert safety.preflight({**env, "E2E_IMAGE_REGISTRY": "r"}, _which(tools), lambda env: None) == []
     prebuilt = {**env, "E2E_INFERENCE_IMAGE": "r/i:1", "E2E_OPERATOR_IMAGE": "r/o:1"}
-    # Prebuilt images + an external cluster: neither docker nor kind is needed.
-    assert safety.preflight(prebuilt, _which({"kubectl", "helm"}), lambda: "no engine") == []
+    # Prebuilt images + an external cluster: no image tooling is needed.
+    assert safety.preflight(prebuilt, _which({"kubectl", "helm"}), lambda env: "x") == []
 
 
 def _run_e2e(tmp_path: Path, env_extra: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -110,7 +116,8 @@ def _run_e2e(tmp_path: Path, env_extra: dict[str, str]) -> tuple[subprocess.Comp
         stub = bin_dir / tool
         stub.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\nexit 1\n')
         stub.chmod(0o755)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("E2E_", "KUBECONFIG"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("E2E_", "KUBECONFIG", "ASR_E2E_"))}
+    env.pop("CI", None)
     env.update({"PATH": str(bin_dir), **env_extra})
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-ra", "-p", "no:cacheprovider", "e2e"],
@@ -141,5 +148,13 @@ def test_e2e_run_skips_with_the_reason_when_tools_are_missing(tmp_path: Path) ->
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert " passed" not in out and " failed" not in out and " error" not in out, out
-    assert "skipped" in out and "not found on PATH: kind, docker" in out, out
+    assert "skipped" in out and "not found on PATH: buildah, podman" in out, out
+    assert not log.exists(), f"kubectl/helm were called: {log.read_text()}"
+
+
+def test_e2e_run_under_ci_fails_instead_of_skipping(tmp_path: Path) -> None:
+    proc, log = _run_e2e(tmp_path, {"CI": "1"})
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 4, out  # a usage error: nothing ran, and CI sees a failure
+    assert "CI must run the e2e suite" in out and "not found on PATH" in out, out
     assert not log.exists(), f"kubectl/helm were called: {log.read_text()}"
