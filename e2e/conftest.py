@@ -179,7 +179,7 @@ def platform(kube: Kube, images: Images, node_selector: dict[str, str]) -> Itera
         yield kube
     finally:
         if not _keep():
-            # CRDs from the chart's crds/ stay (Helm never deletes them); the kind cluster goes away anyway.
+            # CRDs from the chart's crds/ stay (Helm never deletes them); a local cluster goes away anyway.
             helm.uninstall(RELEASE, SYSTEM_NAMESPACE, timeout_s=scaled(300))
             kube.kubectl(
                 "delete",

@@ -102,30 +102,18 @@ def _normalize(text: str) -> str:
 
 
 def manifest(namespace: str, images: Images, node_selector: dict[str, str]) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "apiVersion": "asr-platform.io/v1alpha1",
-        "kind": "ASRDeployment",
-        "metadata": {"name": NAME, "namespace": namespace},
-        "spec": {
-            "model": {"source": "builtin:demo"},
-            "device": "cpu",
-            "image": {
-                "repository": images.inference.repository,
-                "tag": images.inference.tag,
-                "pullPolicy": "IfNotPresent",
-            },
-            "replicas": 1,
-            "batching": {"maxBatchSize": 8, "maxWaitMs": 5},
-            "resources": {
-                "requests": {"cpu": "250m", "memory": "512Mi"},
-                "limits": {"memory": "2Gi"},
-                "shmSize": "128Mi",
-            },
-        },
-    }
+    """examples/demo-cpu.yaml (the README's sample) as deployed here: this checkout's image, pinned where pods
+    really run, and half a core per pod so that two replicas and the operator fit a 2-core node."""
+    (doc,) = [d for d in yaml.safe_load_all(EXAMPLE.read_text()) if d]
+    doc["metadata"] = {"name": NAME, "namespace": namespace}
+    spec = doc["spec"]
+    assert spec["model"]["source"] == "builtin:demo" and spec["device"] == "cpu", spec
+    spec["image"] = {"repository": images.inference.repository, "tag": images.inference.tag}
+    spec["resources"]["requests"]["cpu"] = "500m"
+    spec["batching"] = {"maxBatchSize": 8, "maxWaitMs": 5}
     if node_selector:
-        spec["spec"]["pod"] = {"nodeSelector": node_selector}
-    return spec
+        spec["pod"] = {**spec.get("pod", {}), "nodeSelector": node_selector}
+    return doc
 
 
 @pytest.fixture(scope="module")
@@ -239,6 +227,11 @@ def test_ready_with_status_and_children(asr: Deployed) -> None:
     container = deploy["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].endswith(f"{cr['spec']['image']['repository']}:{cr['spec']['image']['tag']}")
     assert asr.owned("configmaps"), "no ConfigMap owned by the ASRDeployment"
+    if asr.direct:  # the in-cluster operator's metrics endpoint answers on its pod
+        (op,) = asr.kube.list("pods", SYSTEM_NAMESPACE, selector="app.kubernetes.io/component=operator")
+        port = next(p["containerPort"] for p in op["spec"]["containers"][0]["ports"] if p["name"] == "http-metrics")
+        metrics = httpx.get(f"http://{op['status']['podIP']}:{port}/metrics", timeout=10).text
+        assert "asr_operator_" in metrics, metrics[:500]
     asr.kube.kubectl(
         "wait",
         "--for=condition=Available",
