@@ -27,11 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         print(config.model_dump_json(indent=2))
         return 0
 
-    logging.basicConfig(
-        level=getattr(logging, config.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log_level)
     if config.metrics_port:
         from prometheus_client import start_http_server
 
@@ -56,6 +52,15 @@ def main(argv: list[str] | None = None) -> int:
         liveness_endpoint=config.liveness_endpoint,
     )
     return 0
+
+
+def configure_logging(level_name: str) -> None:
+    level = getattr(logging, level_name.upper())
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    # kopf's liveness endpoint is aiohttp: at INFO it logs one access line per kubelet probe (seen on the real
+    # node: every 20 s, forever). Kept at DEBUG; a failing probe still shows in the kubelet's events.
+    if level > logging.DEBUG:
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ checks beyond the schema, operator settings, CLI and metrics."""
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -277,6 +278,22 @@ def test_cli_runs_kopf_with_the_settings(monkeypatch: pytest.MonkeyPatch) -> Non
         cli.main([])
     priorities = [c["priority"] for c in calls]
     assert all(p > 0 for p in priorities) and len(set(priorities)) == len(priorities)
+
+
+def test_probe_access_lines_stay_out_of_the_log_unless_debugging() -> None:
+    access, root = logging.getLogger("aiohttp.access"), logging.getLogger()
+    root_level = root.level
+    try:
+        cli.configure_logging("info")
+        assert not access.isEnabledFor(logging.INFO)  # kubelet probes every 20 s would flood it
+        assert access.isEnabledFor(logging.WARNING)
+        access.setLevel(logging.NOTSET)
+        root.setLevel(logging.DEBUG)  # basicConfig does nothing when the root logger has handlers (pytest's)
+        cli.configure_logging("debug")
+        assert access.isEnabledFor(logging.INFO)
+    finally:
+        access.setLevel(logging.NOTSET)
+        root.setLevel(root_level)
 
 
 def test_metrics_are_registered_with_the_documented_names() -> None:
