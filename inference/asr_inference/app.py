@@ -108,18 +108,18 @@ async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
     transcriber = Transcriber(settings, backend, engine, metrics, pool)
     uploads = [to_wav_bytes(s) for s in samples]
     engine.queue.max_wait_s = 60.0  # hold the batch until all warm-up items are in: one full-size forward
-    arrivals = [engine.arrive() for _ in uploads]
+    tickets = [engine.ticket().arrive() for _ in uploads]  # not admitted: warm-up is never refused
     try:
         await asyncio.gather(
             *(
-                transcriber.transcribe(io.BytesIO(u), DecodeOptions(), trusted=True, on_queued=a.release)
-                for u, a in zip(uploads, arrivals, strict=True)
+                transcriber.transcribe(io.BytesIO(u), DecodeOptions(), trusted=True, on_queued=t.release)
+                for u, t in zip(uploads, tickets, strict=True)
             )
         )
     finally:
         engine.queue.max_wait_s = settings.max_wait_ms / 1000
-        for a in arrivals:
-            a.release()
+        for t in tickets:
+            t.release()
     state.backend, state.engine, state.transcriber, state.info = backend, engine, transcriber, info
     if info.device.startswith("cuda"):
         import torch
@@ -378,23 +378,16 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
         cutting = chunking.parse(await request.form(), settings)
         if stream:
             return streaming.sse_response(state.transcriber, state.engine, file.file, options, cutting, ctx)
-        admission = ctx.get("admission") or state.engine.admit()  # the upload guard admitted it before the parse
-        arrival = ctx.get("arrival")
-
-        def queued() -> None:
-            admission.release()
-            if arrival is not None:
-                arrival.release()
-
+        ticket = ctx.get("ticket") or state.engine.ticket().admit()  # the upload guard admitted it before the parse
         try:
             budget = settings.request_timeout_s - (time.perf_counter() - ctx["t0"])
             work = asyncio.create_task(
-                state.transcriber.transcribe(file.file, options, on_queued=queued, chunking=cutting)
+                state.transcriber.transcribe(file.file, options, on_queued=ticket.release, chunking=cutting)
             )
             watcher = asyncio.create_task(_wait_for_disconnect(request))
             done, _ = await asyncio.wait({work, watcher}, timeout=max(budget, 0.001), return_when="FIRST_COMPLETED")
         finally:
-            admission.release()
+            ticket.release()
         if work not in done:
             work.cancel()  # cancels its queued items: the batcher skips them
             watcher.cancel()

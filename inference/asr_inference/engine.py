@@ -53,7 +53,14 @@ class BatchQueue:
     for at most one of them (and the batch running), not for all of them.
     """
 
-    def __init__(self, max_batch_size: int, max_wait_s: float, max_batch_audio_s: float, metrics: Metrics):
+    def __init__(
+        self,
+        max_batch_size: int,
+        max_wait_s: float,
+        max_batch_audio_s: float,
+        metrics: Metrics,
+        pending: Callable[[], int] | None = None,
+    ):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_batch_audio_s = max_batch_audio_s
@@ -64,9 +71,9 @@ class BatchQueue:
         self._round = 0  # the turn of the item served last: a request that arrives now starts in this round
         self._last_turn: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
         self._metrics = metrics
-        # requests that have arrived but not queued an item yet; with none and an empty queue, nothing can join
-        # the batch, so waiting would only add latency (set by the Engine)
-        self.pending: Callable[[], int] = lambda: 1
+        # requests that have arrived but not queued an item yet (the Engine's count); with none and an empty queue,
+        # nothing can join the batch, so waiting would only add latency. Unknown (a bare queue): assume one.
+        self.pending: Callable[[], int] = pending or (lambda: 1)
         # computed at every scrape from the deque itself: a value set on put/pop goes stale when waiters leave
         # (abandoned items are dropped without a set), and this is what KEDA/HPA scale on
         metrics.queue_depth.set_function(self.live_count)
@@ -149,28 +156,35 @@ class BatchQueue:
         return batch
 
 
-class Admission:
-    """One request's reserved queue slot; `release()` is idempotent."""
+class Ticket:
+    """One request's claims on the engine until its first item is queued or it ends: a reserved queue slot once
+    admitted (`admit()`, from the headers: QueueFull when there is no room), and an arrival once its body is
+    complete (`arrive()`: a forming batch waits for it, up to max_wait_ms). `release()` returns whatever is still
+    held; after it the ticket holds nothing for good. Every method is idempotent."""
 
     def __init__(self, engine: Engine) -> None:
-        self._engine: Engine | None = engine
+        self._engine = engine
+        self._admitted = self._arrived = self._released = False
+
+    def admit(self) -> Ticket:
+        if not (self._admitted or self._released):
+            self._engine._reserve()
+            self._admitted = True
+        return self
+
+    def arrive(self) -> Ticket:
+        if not (self._arrived or self._released):
+            self._engine._arriving += 1
+            self._arrived = True
+        return self
 
     def release(self) -> None:
-        if self._engine is not None:
+        if self._admitted:
             self._engine._reserved -= 1
-            self._engine = None
-
-
-class Arrival:
-    """One request on its way to the queue; `release()` is idempotent."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine: Engine | None = engine
-
-    def release(self) -> None:
-        if self._engine is not None:
+        if self._arrived:
             self._engine._arriving -= 1
-            self._engine = None
+        self._admitted = self._arrived = False
+        self._released = True
 
 
 class Engine:
@@ -189,14 +203,15 @@ class Engine:
         self.backend = backend
         self.metrics = metrics
         self.max_queue_size = max_queue_size
-        self.queue = BatchQueue(max_batch_size, max_wait_ms / 1000, max_batch_audio_s, metrics)
+        self.queue = BatchQueue(
+            max_batch_size, max_wait_ms / 1000, max_batch_audio_s, metrics, pending=lambda: self._arriving
+        )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-inference")
         self._task: asyncio.Task[None] | None = None
         self._busy = False
         self._ewma_batch_s = 0.05  # for Retry-After
         self._reserved = 0  # admitted requests that have not queued an item yet
-        self._arriving = 0  # requests received (uploading, parsing, decoding) that have not queued an item yet
-        self.queue.pending = lambda: self._arriving
+        self._arriving = 0  # requests whose body is complete (parsing, decoding) that have not queued an item yet
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -222,16 +237,14 @@ class Engine:
         self._executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ admission
-    def arrive(self) -> Arrival:
-        """A request is on its way (from its first byte until its first item is queued): batches wait for it,
-        up to max_wait_ms, instead of leaving without it."""
-        self._arriving += 1
-        return Arrival(self)
+    def ticket(self) -> Ticket:
+        """A request's ticket: `admit()` it from the headers, `arrive()` it once its body is complete, `release()`
+        it when its first item is queued or it ends."""
+        return Ticket(self)
 
-    def admit(self) -> Admission:
+    def _reserve(self) -> None:
         """Backpressure at request admission: refuse new work while queued items plus requests admitted but not
-        yet queued (still uploading, decoding) reach max_queue_size. The admission holds one slot until the
-        request's first item is queued or the request ends."""
+        yet queued (still uploading, decoding) reach max_queue_size."""
         self.queue.drop_abandoned()
         load = len(self.queue) + self._reserved
         if load >= self.max_queue_size:
@@ -242,7 +255,6 @@ class Engine:
                 retry_after_s=int(batches_ahead * self._ewma_batch_s + 1),
             )
         self._reserved += 1
-        return Admission(self)
 
     async def run_on_device(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn` on the inference thread (warm-up, precision checks): never beside a batch."""

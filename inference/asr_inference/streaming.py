@@ -55,19 +55,15 @@ def sse_response(
     ctx: dict[str, Any],
 ) -> StreamingResponse:
     """Admission happens here, before the 200 goes out: a full server still answers a plain 429."""
-    admission = ctx.get("admission") or engine.admit()  # admitted by the upload guard, before the parse
-    arrival = ctx.get("arrival")
+    ticket = ctx.get("ticket") or engine.ticket().admit()  # admitted by the upload guard, before the parse
     budget_s = transcriber.settings.request_timeout_s - (time.perf_counter() - ctx["t0"])
-
-    def queued() -> None:
-        admission.release()
-        if arrival is not None:
-            arrival.release()
 
     async def events() -> AsyncIterator[bytes]:
         segments: asyncio.Queue[Segment] = asyncio.Queue()
         work = asyncio.create_task(
-            transcriber.transcribe(upload, options, on_queued=queued, chunking=chunking, on_segment=segments.put_nowait)
+            transcriber.transcribe(
+                upload, options, on_queued=ticket.release, chunking=chunking, on_segment=segments.put_nowait
+            )
         )
         sent = 0
         active = engine.metrics.active_streams.labels(kind="sse")
@@ -95,7 +91,7 @@ def sse_response(
             yield _error_event(exc)
         finally:
             active.dec()
-            admission.release()
+            ticket.release()
             work.cancel()  # a client gone mid-stream: its queued items are dropped
             with contextlib.suppress(BaseException):
                 await work

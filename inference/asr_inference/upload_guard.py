@@ -103,7 +103,7 @@ class UploadGuard:
         engine = self.engine()
         try:
             if engine is not None:  # admitted from the queue's state before a byte of the body is parsed
-                ctx["admission"] = engine.admit()
+                ctx["ticket"] = engine.ticket().admit()
         except QueueFull as full:
             self.scratch.release(reservation)
             await self._refuse(full, scope, receive, send)
@@ -112,9 +112,8 @@ class UploadGuard:
             await self.app(scope, self._guarded(scope, receive, engine), send)
         finally:
             self.scratch.release(reservation)
-            for ticket in ("admission", "arrival"):  # idempotent: the route releases both once an item is queued
-                if (held := ctx.get(ticket)) is not None:
-                    held.release()
+            if (ticket := ctx.get("ticket")) is not None:  # idempotent: the route releases it once an item is queued
+                ticket.release()
 
     def _too_large(self) -> PayloadTooLarge:
         return PayloadTooLarge(f"upload exceeds {self.max_upload_mb:g} MB")
@@ -144,9 +143,9 @@ class UploadGuard:
                 body_done = not message.get("more_body", False)
                 if received > self.limit:
                     raise BodyRefused(self._too_large())
-                if body_done and engine is not None and "arrival" not in ctx:
+                if body_done and (ticket := ctx.get("ticket")) is not None:
                     # only a complete body is on its way to the queue: a slow upload never holds a batch open
-                    ctx["arrival"] = engine.arrive()
+                    ticket.arrive()
             return message
 
         return guarded_receive
