@@ -13,7 +13,6 @@ Environment:
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import sys
@@ -73,22 +72,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # Cluster
 
 
-def _load_cluster_module() -> Any:
-    spec = importlib.util.spec_from_file_location("asr_e2e_cluster", ROOT / "tools" / "cluster" / "cluster.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """tools/cluster with a real node (local mode), or None for an external cluster."""
     if safety.choose_target().mode != "local":
         yield None
         return
-    module = _load_cluster_module()
+    sys.path.insert(0, str(ROOT / "tools" / "cluster"))  # cluster.py + realnode.py (scripts, not a package)
+    import cluster as module
+
     bin_dir = Path(run(["tools/cluster/build.sh"], timeout=scaled(3600), cwd=ROOT).stdout.split()[-1])
     cluster = module.Cluster(tmp_path_factory.mktemp("cluster"), bin_dir, real_node=True)
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"  # its kubectl and helm
@@ -135,7 +127,6 @@ def images(kube: Kube, local_cluster: Any) -> Images:
     built = _built_images()
     if local_cluster is not None:
         node = local_cluster.node()
-        node.registry = local_cluster.registry
         pushed = {name: node.push(ref, ref.rpartition("/")[2]) for name, ref in built.items()}
     else:
         registry = os.environ["E2E_IMAGE_REGISTRY"].rstrip("/")

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from load_loop import LoadLoop  # tests/ is on pytest's pythonpath
 
 from e2e.tools import CRD_NAME, ROOT, SYSTEM_NAMESPACE, Images, Kube, port_forward, scaled, wait_for
 
@@ -174,32 +175,6 @@ def ready_pods(d: Deployed) -> list[dict[str, Any]]:
     ]
 
 
-class Trickle:
-    """One transcription after another through the Service while something changes; every answer is kept."""
-
-    def __init__(self, url: str, audio: bytes) -> None:
-        self.url, self.audio = url, audio
-        self.codes: list[int | str] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                self.codes.append(transcribe(self.url, self.audio, timeout=60).status_code)
-            except httpx.HTTPError as e:
-                self.codes.append(type(e).__name__)
-            time.sleep(0.2)
-
-    def __enter__(self) -> Trickle:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=120)
-
-
 # ----------------------------------------------------------------------------------------------------
 
 
@@ -300,12 +275,13 @@ def test_batching_change_rolls_out(asr: Deployed) -> None:
         }
 
     before = set(replicasets())
-    with service_url(asr) as url, Trickle(url, SAMPLE_WAV.read_bytes()) as trickle:
+    # one client, request after request (each a fresh variant of the clip: no result-cache hits), during the rollout
+    with service_url(asr) as url, LoadLoop(url, SAMPLE_WAV, concurrency=1, repeat_every=10**9) as trickle:
         asr.kube.patch_merge(CRD_NAME, NAME, asr.namespace, {"spec": {"batching": {"maxBatchSize": 4}}})
         _wait_rolled_out(asr, deploy, before_checksum, before, replicasets)
         time.sleep(2)  # a few requests on the new pod alone
-    failed = [c for c in trickle.codes if c != 200]
-    assert trickle.codes and not failed, f"requests failed during the rollout: {failed} of {len(trickle.codes)}"
+    failed = {code: n for code, n in trickle.codes.items() if code != 200}  # 0: the connection failed
+    assert trickle.codes and not failed, f"requests failed during the rollout: {failed} of {trickle.codes.total()}"
 
 
 def _wait_rolled_out(
@@ -393,11 +369,7 @@ def test_keda_scales_out_under_load(asr: Deployed) -> None:
         )
         audio = SAMPLE_WAV.read_bytes()
         stop = threading.Event()
-        target, port = service_target(asr)
-        with (
-            port_forward(asr.kube, asr.namespace, target, port, timeout=scaled(60)) as url,
-            ThreadPoolExecutor(max_workers=32) as pool,
-        ):
+        with service_url(asr) as url, ThreadPoolExecutor(max_workers=32) as pool:
 
             def hammer() -> None:
                 while not stop.is_set():

@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from asr_operator.quantity import parse_quantity
 from requirements_check import skip_unless_ci
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,11 +73,7 @@ def _env(deployment: dict[str, Any], configmap: dict[str, Any]) -> dict[str, str
 
 
 def _mebibytes(quantity: str) -> int:
-    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, "Ti": 1024 * 1024}
-    for suffix, factor in units.items():
-        if quantity.endswith(suffix):
-            return max(1, int(float(quantity[: -len(suffix)]) * factor))
-    return max(1, int(quantity) // (1024 * 1024))
+    return max(1, int(parse_quantity(quantity)) // 2**20)
 
 
 def pod_run_args(deployment: dict[str, Any], configmap: dict[str, Any], image: str, **env: str) -> list[str]:

@@ -110,7 +110,6 @@ def test_fenced_before_any_pod_then_a_pod_serves_through_its_service(real_cluste
     ]
     assert "kwok.x-k8s.io/node" not in real["metadata"].get("annotations", {})  # kwok leaves it alone
 
-    node.registry = cluster.registry
     image = node.push(current_image("asr-operator"), "asr-operator:test")
     pod = {
         "apiVersion": "v1", "kind": "Pod",

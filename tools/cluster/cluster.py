@@ -208,7 +208,6 @@ class Cluster:
         self._install_upstream_crds()
         if node is not None:
             node.start(self._spawn, server)
-            self.registry = node.registry
         self._wait_for(deadline, f"{self._node_count()} Ready nodes", self._nodes_ready)
         self._wait_for(deadline, "the default ServiceAccount", self._default_sa_exists)
         return self

@@ -35,7 +35,8 @@ POD_CIDR = "10.99.0.0/24"
 BRIDGE = "asr-br0"
 FAKE_POD_CIDR = "10.244.0.0/16"  # kwok --cidr
 GUARD_CHAIN = "ASR-NODE-GUARD"
-PAUSE_TAG = "asr-pause:1"
+PAUSE_TAG = "asr-pause:1"  # the local image (buildah)
+PAUSE_NAME = "pause:asr"  # its name in the loopback registry: containerd's sandbox image
 # What glibc assumes for an empty resolv.conf, said explicitly: containerd copies the host's file when the kubelet
 # hands it no DNS server at all, so an empty file is not enough. A lookup asks the pod's own loopback and fails there.
 POD_RESOLV_CONF = "nameserver 127.0.0.1\noptions attempts:1 timeout:1\n"
@@ -133,14 +134,19 @@ class RealNode:
         if problems:
             raise RuntimeError("refusing to start the real node, the network is not fenced: " + "; ".join(problems))
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.registry = self._start_registry(spawn)
+        self._start_registry(spawn)
         self._start_containerd(spawn)
-        self.pause_image = self.push(self._pause_image(), "pause:asr")
+        self.push(self._pause_image(), PAUSE_NAME)
         self._write_configs(server)
         spawn("kubelet", self._kubelet_args(), None)
         spawn("kube-proxy", [f"--config={self.dir / 'kube-proxy.yaml'}", "--v=1"], None)
 
-    def _start_registry(self, spawn: Callable[[str, list[str], str | None], None]) -> str:
+    @property
+    def registry(self) -> str:
+        """host:port of the loopback registry (from its config: any RealNode of this state dir knows it)."""
+        return str(json.loads((self.dir / "registry.yaml").read_text())["http"]["addr"])
+
+    def _start_registry(self, spawn: Callable[[str, list[str], str | None], None]) -> None:
         port = free_port()
         REGISTRY_CACHE.mkdir(parents=True, exist_ok=True)
         config = self.dir / "registry.yaml"
@@ -155,7 +161,6 @@ class RealNode:
             )
         )
         spawn("docker-registry", ["serve", str(config)], shutil.which("docker-registry"))
-        return f"127.0.0.1:{port}"
 
     def _start_containerd(self, spawn: Callable[[str, list[str], str | None], None]) -> None:
         root = self.dir / "containerd"
@@ -172,7 +177,7 @@ state = "{self.run_dir / "state"}"
 [debug]
   address = ""
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{{PAUSE}}"
+  sandbox_image = "{self.registry}/{PAUSE_NAME}"
   restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
@@ -185,8 +190,7 @@ state = "{self.run_dir / "state"}"
     bin_dir = "/usr/lib/cni"
     conf_dir = "{cni_conf}"
 """
-        # the pause image's registry address is known once the registry runs: filled in here
-        (self.dir / "containerd.toml").write_text(config.replace("{PAUSE}", f"{self.registry}/pause:asr"))
+        (self.dir / "containerd.toml").write_text(config)
         spawn("containerd", [f"--config={self.dir / 'containerd.toml'}"], shutil.which("containerd"))
         deadline = time.monotonic() + 30
         while not self.containerd_sock.exists():
@@ -310,8 +314,7 @@ state = "{self.run_dir / "state"}"
         return sh("ctr", "--address", str(self.containerd_sock), "-n", "k8s.io", *args, check=False)
 
     def _tasks(self) -> list[str]:
-        out = self._ctr("tasks", "ls", "-q").stdout.split()
-        return out
+        return self._ctr("tasks", "ls", "-q").stdout.split()
 
     def force_stop_tasks(self) -> None:
         for task in self._tasks():

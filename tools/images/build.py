@@ -187,7 +187,7 @@ def build(spec: ImageSpec, ref: str, args: dict[str, str]) -> float:
     for k, v in sorted(args.items()):
         argv += ["--build-arg", f"{k}={v}"]
     argv += host_trust_mounts()
-    argv += ["-t", ref, "-t", f"{REGISTRY}/{spec.name}:{spec.tag}", "."]
+    argv += ["-t", ref, "."]  # main() moves <name>:<tag> to it, built now or before
     started = time.monotonic()
     run(argv, cwd=ROOT)
     return time.monotonic() - started
@@ -246,7 +246,7 @@ def main() -> int:
             report[spec.name] = {"ref": ref, "build_seconds": round(seconds), "base": base}
         run(["buildah", "tag", ref, f"{REGISTRY}/{spec.name}:{spec.tag}"])
         drop_stale(spec, ref)
-        entry = report.setdefault(spec.name, {"ref": ref, "base": base})
+        entry = report[spec.name]
         entry["size_mb"] = round(image_size(ref) / 1e6)
         print(f"{spec.name}: {ref}  {entry['size_mb']} MB  built in {entry.get('build_seconds', '?')} s")
     report_path.parent.mkdir(parents=True, exist_ok=True)
