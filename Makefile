@@ -48,8 +48,10 @@ demo-model: $(STAMP)
 # `make cluster` writes .cluster/kubeconfig; `make cluster-down` stops it and deletes its data.
 # `make cluster REAL_NODE=1` (root) adds a real node: containerd + kubelet + kube-proxy, a loopback registry, the
 # network fenced so no packet leaves (tools/cluster/realnode.py); `make cluster-down` puts the host back.
+# `make cluster REAL_NODE=1 AUTOSCALING=1` adds Prometheus, KEDA and prometheus-adapter (tools/cluster/autoscalers.py).
 cluster:
-	$(PY) tools/cluster/cluster.py up --bin "$$(tools/cluster/build.sh | tail -n 1)" $(if $(REAL_NODE),--real-node)
+	$(PY) tools/cluster/cluster.py up --bin "$$(tools/cluster/build.sh | tail -n 1)" $(if $(REAL_NODE),--real-node) \
+		$(if $(AUTOSCALING),--autoscaling)
 
 cluster-down:
 	$(PY) tools/cluster/cluster.py down

@@ -1,5 +1,6 @@
-"""Fixtures of the real-cluster suite: the cluster (the local one with a real node, or an approved E2E_KUBECONFIG
-context), the two images (`make images`, pushed where the cluster pulls), the Helm release, a scratch namespace.
+"""Fixtures of the real-cluster suite: the cluster (the local one with a real node and its autoscaling stack, or an
+approved E2E_KUBECONFIG context), the two images (`make images`, pushed where the cluster pulls), the Helm
+release, a scratch namespace.
 
 Environment:
   ASR_E2E_REAL_NODE=1                              allow the local real node on this machine (CI: `CI` is enough)
@@ -8,7 +9,7 @@ Environment:
   E2E_INFERENCE_IMAGE, E2E_OPERATOR_IMAGE          use these prebuilt images instead of building
   E2E_KEEP=1                                       keep the release and namespace afterwards (external cluster)
   E2E_TIMEOUT_SCALE                                multiply every timeout (slow machines, cold pulls)
-  E2E_KEDA=1, E2E_PROMETHEUS_ADDRESS               run the KEDA scale-out test (KEDA + Prometheus installed)
+  E2E_ARTIFACTS                                    where test_autoscaling.py writes its timelines (e2e-results/)
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """tools/cluster with a real node (local mode), or None for an external cluster."""
+    """tools/cluster with a real node and the autoscaling stack (local mode), or None for an external cluster."""
     if safety.choose_target().mode != "local":
         yield None
         return
@@ -82,7 +83,7 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     import cluster as module
 
     bin_dir = Path(run(["tools/cluster/build.sh"], timeout=scaled(3600), cwd=ROOT).stdout.split()[-1])
-    cluster = module.Cluster(tmp_path_factory.mktemp("cluster"), bin_dir, real_node=True)
+    cluster = module.Cluster(tmp_path_factory.mktemp("cluster"), bin_dir, real_node=True, autoscaling=True)
     os.environ["PATH"] = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"  # its kubectl and helm
     try:
         cluster.up(timeout_s=scaled(300))

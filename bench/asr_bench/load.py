@@ -119,8 +119,10 @@ async def closed_loop(
     on_done: Callable[[], None] | None = None,
     timeout_s: float = 600.0,
     offset: int = 0,
+    stop: Callable[[], bool] | None = None,
 ) -> CellResult:
-    """`concurrency` clients; stops issuing after `requests` requests or `max_s` seconds, whichever first.
+    """`concurrency` clients; stops issuing after `requests` requests or `max_s` seconds, whichever first (or once
+    `stop()` is true: a caller that ends the load on an event, e.g. the e2e autoscaling scenario).
     Clips go in a fixed order (`offset` rotates it), so every config gets the same sequence."""
     result = CellResult()
     issued = 0
@@ -129,7 +131,7 @@ async def closed_loop(
 
         async def worker() -> None:
             nonlocal issued
-            while issued < requests and time.perf_counter() < deadline:
+            while issued < requests and time.perf_counter() < deadline and not (stop and stop()):
                 clip = clips[(offset + issued) % len(clips)]
                 issued += 1
                 result.last_issued = time.perf_counter()

@@ -54,17 +54,42 @@ for t in "${targets[@]}"; do
   (cd "$here/$mod" && go build -mod=readonly -trimpath -ldflags="$ldflags" -o "$bin/.$name.tmp" "$pkg")
   mv "$bin/.$name.tmp" "$bin/$name"
 done
+
+# Upstream components (KEDA, prometheus-adapter), versions pinned in upstream-binaries.txt. A stamp file beside
+# each binary names the module@version it was built from: a version bump rebuilds it.
+module_dir() {
+  (cd "${TMPDIR:-/tmp}" && GOFLAGS= GOWORK=off go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+}
+while read -r module modver pkg name; do
+  [[ -z "$module" || "$module" == \#* ]] && continue
+  stamp="$bin/.$name.version"
+  if [[ -x "$bin/$name" && "$(cat "$stamp" 2>/dev/null)" == "$module@$modver" ]]; then continue; fi
+  echo "build.sh: building $name ($module@$modver $pkg)" >&2
+  src="$(mktemp -d)"
+  # The module cache is read-only and go.mod's replaces apply only to the main module: build in a writable copy.
+  cp -r "$(module_dir "$module@$modver")/." "$src" && chmod -R u+w "$src"
+  (cd "$src" && GOFLAGS= GOWORK=off go build -mod=readonly -trimpath -ldflags="-s -w" -o "$bin/.$name.tmp" "$pkg")
+  rm -rf "$src"
+  mv "$bin/.$name.tmp" "$bin/$name"
+  echo "$module@$modver" >"$stamp"
+done <"$here/upstream-binaries.txt"
 echo "build.sh: binaries ready in $((SECONDS - start)) s" >&2
 
-# Upstream CRDs (KEDA, prometheus-operator) from their Go modules, versions pinned in upstream-crds.txt.
-crds="$bin/../crds"
-mkdir -p "$crds"
-while read -r module modver dir files; do
-  [[ -z "$module" || "$module" == \#* ]] && continue
-  moddir="$(cd "${TMPDIR:-/tmp}" && GOFLAGS= GOWORK=off go mod download -json "$module@$modver" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
-  [[ -d "$moddir/$dir" ]] || { echo "build.sh: $module@$modver has no $dir" >&2; exit 4; }
-  for f in $files; do
-    cmp -s "$moddir/$dir/$f" "$crds/$f" || cp "$moddir/$dir/$f" "$crds/$f"
-  done
-done <"$here/upstream-crds.txt"
+# Upstream files read from their Go modules (the one place their versions are pinned): CRDs (KEDA, prometheus-operator)
+# into <cache>/crds, KEDA's manifests into <cache>/manifests as <last directory>-<file>.
+copy_upstream() {
+  local list="$1" dest="$2" prefix="$3"
+  mkdir -p "$dest"
+  while read -r module modver dir files; do
+    [[ -z "$module" || "$module" == \#* ]] && continue
+    moddir="$(module_dir "$module@$modver")"
+    [[ -d "$moddir/$dir" ]] || { echo "build.sh: $module@$modver has no $dir" >&2; exit 4; }
+    for f in $files; do
+      target="$dest/${prefix:+$(basename "$dir")-}$f"
+      cmp -s "$moddir/$dir/$f" "$target" || cp "$moddir/$dir/$f" "$target"
+    done
+  done <"$list"
+}
+copy_upstream "$here/upstream-crds.txt" "$bin/../crds" ""
+copy_upstream "$here/upstream-manifests.txt" "$bin/../manifests" prefixed
 echo "$bin"

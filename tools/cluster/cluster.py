@@ -29,7 +29,7 @@ import urllib.request
 from typing import Any
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
-from pki import ensure_pki
+from pki import FRONT_PROXY_CLIENT, ensure_pki
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -39,6 +39,11 @@ COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-schedul
 # The real node's processes (realnode.py), started after the control plane and stopped before it.
 NODE_COMPONENTS = ("docker-registry", "containerd", "kubelet", "kube-proxy")
 REAL_NODE_BINARIES = ["kubelet", "kube-proxy", "pause"]
+# autoscalers.py's processes (Prometheus, KEDA, prometheus-adapter), stopped first.
+AUTOSCALING_COMPONENTS = (
+    "pod-discovery", "prometheus", "keda-operator", "keda-metrics-apiserver", "keda-admission-webhooks",
+    "prometheus-adapter",
+)  # fmt: skip
 # Admission plugins on top of the defaults (NamespaceLifecycle, ServiceAccount, PodSecurity, ResourceQuota, ...):
 # what hardened distributions (OpenShift, CIS benchmark) turn on. OwnerReferencesPermissionEnforcement makes
 # blockOwnerDeletion need `update` on the owner's finalizers subresource.
@@ -123,7 +128,13 @@ def write_kubeconfig(path: pathlib.Path, server: str, pki: pathlib.Path, user: s
 class Cluster:
     """One control plane whose state (pids, logs, certificates, etcd data, kubeconfigs) lives in `state_dir`."""
 
-    def __init__(self, state_dir: pathlib.Path, bin_dir: pathlib.Path | None = None, real_node: bool = False) -> None:
+    def __init__(
+        self,
+        state_dir: pathlib.Path,
+        bin_dir: pathlib.Path | None = None,
+        real_node: bool = False,
+        autoscaling: bool = False,
+    ) -> None:
         self.dir = state_dir.resolve()
         self.bin = (bin_dir or default_bin_dir()).resolve()
         self.pki = self.dir / "pki"
@@ -131,6 +142,7 @@ class Cluster:
         self.audit_log = self.dir / "audit.log"
         self.logs = self.dir / "logs"
         self.real_node = real_node
+        self.autoscaling = autoscaling
         self.node_ip = "127.0.0.1"
 
     def node(self) -> Any:
@@ -139,14 +151,21 @@ class Cluster:
 
         return RealNode(self.dir, self.bin, self.pki)
 
+    def autoscalers(self) -> Any:
+        """Prometheus, KEDA and prometheus-adapter (autoscalers.py; imported only when they are involved)."""
+        from autoscalers import Autoscalers
+
+        return Autoscalers(self)
+
     # --- processes -----------------------------------------------------------------------------------------
-    def _spawn(self, name: str, args: list[str], exe: str | None = None) -> None:
+    def _spawn(self, name: str, args: list[str], exe: str | None = None, env: dict[str, str] | None = None) -> None:
         self.logs.mkdir(parents=True, exist_ok=True)
         with open(self.logs / f"{name}.log", "ab") as log:
             # Own session: `make cluster` returns while the control plane keeps running; down() signals by pid.
             proc = subprocess.Popen(
-                [exe or str(self.bin / name), *args], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+                [exe or str(self.bin / name), *args],
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})},
+            )  # fmt: skip
         (self.dir / f"{name}.pid").write_text(f"{proc.pid}\n")
 
     def _stop(self, names: tuple[str, ...]) -> None:
@@ -169,6 +188,9 @@ class Cluster:
     def down(self) -> None:
         """Stop every component (the real node's pods and processes first, then apiserver clients, etcd last),
         delete the cluster's data, and put back what the real node changed on the host."""
+        self._stop(AUTOSCALING_COMPONENTS)
+        if (self.dir / "autoscaling").exists():
+            self.autoscalers().forget()
         node = self.node() if (self.dir / "node").exists() else None
         if node is not None:
             if self.running():
@@ -191,6 +213,8 @@ class Cluster:
             return self
         if self.real_node and os.geteuid() != 0:
             raise RuntimeError("a real node needs root (containerd, the kubelet, iptables)")
+        if self.autoscaling and not self.real_node:
+            raise RuntimeError("--autoscaling needs --real-node (the metrics servers listen on its address)")
         self.down()  # leftovers of a crashed run: stale pids, old etcd data, a real node's host changes
         self.dir.mkdir(parents=True, exist_ok=True)
         ensure_pki(self.pki)
@@ -210,6 +234,8 @@ class Cluster:
             node.start(self._spawn, server)
         self._wait_for(deadline, f"{self._node_count()} Ready nodes", self._nodes_ready)
         self._wait_for(deadline, "the default ServiceAccount", self._default_sa_exists)
+        if self.autoscaling:
+            self.autoscalers().start(self._spawn, server, deadline)
         return self
 
     def _node_count(self) -> int:
@@ -254,6 +280,13 @@ class Cluster:
                 f"--kubelet-certificate-authority={pki / 'ca.crt'}",
                 f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
                 f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                # The aggregation layer (KEDA's and prometheus-adapter's metrics APIs, autoscalers.py): proxied
+                # with the front-proxy client certificate, straight to the APIService's endpoint address.
+                f"--requestheader-client-ca-file={pki / 'front-proxy-ca.crt'}",
+                f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}", "--requestheader-username-headers=X-Remote-User",
+                "--requestheader-group-headers=X-Remote-Group", "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+                f"--proxy-client-cert-file={pki / (FRONT_PROXY_CLIENT + '.crt')}",
+                f"--proxy-client-key-file={pki / (FRONT_PROXY_CLIENT + '.key')}", "--enable-aggregator-routing=true",
             ],
         )  # fmt: skip
         server = f"https://{self.node_ip}:{port}"
@@ -328,7 +361,7 @@ class Cluster:
         while not check():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"timed out waiting for {what}; logs in {self.logs}")
-            for name in COMPONENTS + NODE_COMPONENTS:
+            for name in COMPONENTS + NODE_COMPONENTS + AUTOSCALING_COMPONENTS:
                 pid_file = self.dir / f"{name}.pid"
                 if pid_file.exists() and not _alive(int(pid_file.read_text())):
                     tail = (self.logs / f"{name}.log").read_text(errors="replace")[-3000:]
@@ -426,8 +459,14 @@ def main(argv: list[str] | None = None) -> int:
         default=bool(os.environ.get("REAL_NODE")),
         help="also run a real node (containerd + kubelet + kube-proxy; root; see realnode.py); env REAL_NODE=1",
     )
+    parser.add_argument(
+        "--autoscaling",
+        action="store_true",
+        default=bool(os.environ.get("AUTOSCALING")),
+        help="also run Prometheus, KEDA and prometheus-adapter (needs --real-node; autoscalers.py); env AUTOSCALING=1",
+    )
     args = parser.parse_args(argv)
-    cluster = Cluster(args.dir, args.bin, real_node=args.real_node)
+    cluster = Cluster(args.dir, args.bin, real_node=args.real_node, autoscaling=args.autoscaling)
     if args.command == "down":
         cluster.down()
         print(f"cluster in {cluster.dir} stopped")
