@@ -141,6 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("bench-results"), help="output directory [default: bench-results]")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--overload",
+        action="store_true",
+        help="instead of the comparison: one server past its capacity (offered-load sweep to 5x, a long file beside "
+        "short clips, stalled uploads); writes overload.json (asr_bench/overload.py)",
+    )
+    p.add_argument(
+        "--long-file-minutes",
+        type=float,
+        default=None,
+        help="--overload: the long file's length [default: 30; --quick: 0.5]",
+    )
     return p
 
 
@@ -596,6 +608,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.quick and args.repeats is None:
         args.repeats = 1
     t0 = time.monotonic()
+    if args.overload:
+        return _overload(args)
     try:
         result = run(args)
     except RuntimeError as exc:
@@ -606,6 +620,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"asr-bench: wrote {result['files']['json']} and {result['files']['png']} in {time.monotonic() - t0:.0f} s",
         file=sys.stderr,
     )
+    return 0
+
+
+def _overload(args: argparse.Namespace) -> int:
+    from . import overload
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = _resolve_model(args.model, args.models_dir)
+    default_clips = "demo-heldout" if clips_mod.CLIP_SETS["demo-heldout"].is_dir() else "speech"
+    _, clip_list = clips_mod.load(args.clips or default_clips, args.out)
+    try:
+        result = overload.run(args, model, clip_list)
+    except RuntimeError as exc:
+        print(f"asr-bench: {exc}", file=sys.stderr)
+        return 1
+    result["command"] = "asr-bench " + shlex.join(args.argv)
+    (args.out / "overload.json").write_text(json.dumps(result, indent=1))
+    print("\n".join(result["headline"]))
     return 0
 
 
