@@ -35,6 +35,7 @@ class Sample:
     end: float
     status: int  # HTTP status; 0: transport error / timeout
     error: str | None = None
+    retry_after_s: float | None = None  # a 429's Retry-After
 
     @property
     def latency_s(self) -> float:
@@ -95,12 +96,14 @@ async def _send(client: aiohttp.ClientSession, url: str, clip: Clip, form: dict[
         async with client.post(url + TRANSCRIBE, data=body, headers=headers) as r:
             status = r.status
             text = await r.text()
+            retry_after = r.headers.get("Retry-After")
         error = None if status == 200 else text[:200]
         if status == 200:
             json.loads(text)  # a 200 must carry the transcript
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        status, error = 0, f"{type(exc).__name__}: {exc}"[:200]
-    return Sample(clip.name, clip.duration_s, start, time.perf_counter(), status, error)
+        status, error, retry_after = 0, f"{type(exc).__name__}: {exc}"[:200], None
+    wait = float(retry_after) if retry_after and retry_after.isdigit() else None
+    return Sample(clip.name, clip.duration_s, start, time.perf_counter(), status, error, wait)
 
 
 async def single(url: str, clip: Clip, form: dict[str, str], timeout_s: float = 600.0) -> Sample:
@@ -120,9 +123,12 @@ async def closed_loop(
     timeout_s: float = 600.0,
     offset: int = 0,
     stop: Callable[[], bool] | None = None,
+    honour_retry_after: bool = False,
 ) -> CellResult:
     """`concurrency` clients; stops issuing after `requests` requests or `max_s` seconds, whichever first (or once
-    `stop()` is true: a caller that ends the load on an event, e.g. the e2e autoscaling scenario).
+    `stop()` is true: a caller that ends the load on an event, e.g. the e2e autoscaling scenario). With
+    `honour_retry_after` a client refused with 429 waits its Retry-After (within the cell) before its next request,
+    as a well-behaved client does; without, it sends at once.
     Clips go in a fixed order (`offset` rotates it), so every config gets the same sequence."""
     result = CellResult()
     issued = 0
@@ -139,6 +145,8 @@ async def closed_loop(
                 result.samples.append(sample)
                 if on_done is not None:
                     on_done()
+                if honour_retry_after and sample.status == 429 and sample.retry_after_s:
+                    await asyncio.sleep(max(0.0, min(sample.retry_after_s, deadline - time.perf_counter())))
 
         result.started = time.perf_counter()
         deadline = result.started + max_s

@@ -8,8 +8,10 @@ One server (ours, batched, result cache off) and four phases, each its own funct
   slowloris  CLIENTS clients, alone and beside STALLED uploads that send their headers and a few bytes, then stall
   mixed      CLIENTS clients of short clips, alone and beside one client sending a long file: short p95 ratio
 
-The /metrics prober runs in its own thread (httpx, one GET every 0.2 s) inside this process: its latencies include
-this process's own scheduling, an upper bound on what a Prometheus on another machine would see.
+Closed-loop clients honour a 429's Retry-After (they wait it out, as well-behaved clients do); the open-loop sweep
+sends on its schedule regardless. The /metrics prober runs in its own thread (httpx, one GET every 0.2 s) inside
+this process: its latencies include this process's own scheduling, an upper bound on what a Prometheus on another
+machine would see.
 """
 
 from __future__ import annotations
@@ -154,7 +156,7 @@ async def _stalled_uploads(url: str, count: int, stop: asyncio.Event) -> int:
 
 async def _closed(plan: OverloadPlan, clients: int, clips: Sequence[Clip] | None = None) -> load.CellResult:
     return await load.closed_loop(plan.url, clips or plan.clips, {}, concurrency=clients, requests=10**9,
-                                  max_s=plan.cell_s, timeout_s=600)  # fmt: skip
+                                  max_s=plan.cell_s, timeout_s=600, honour_retry_after=True)  # fmt: skip
 
 
 def phase_capacity(plan: OverloadPlan) -> None:

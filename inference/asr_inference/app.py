@@ -96,6 +96,7 @@ async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
         max_wait_ms=settings.max_wait_ms,
         max_batch_audio_s=settings.max_batch_audio_s,
         max_queue_size=settings.max_queue_size,
+        max_queue_wait_s=settings.max_queue_wait_s,
     )
     # 1) precision check on a full batch, on the inference thread (fp32 vs the requested reduced precision)
     samples = warmup_samples(settings)

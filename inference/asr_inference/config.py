@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(256, ge=1)
     """Items waiting for a batch above which new requests are refused with 429 + Retry-After."""
 
+    max_queue_wait_s: float = Field(0.0, ge=0)
+    """Refuse a new request (429 + Retry-After) when the batches already queued or admitted ahead of it would keep
+    it waiting longer than this, estimated from the measured batch time; 0: refuse by count only (max_queue_size).
+    Past capacity, the excess is refused at once instead of waiting out a full queue: answered requests keep a
+    bounded latency."""
+
     request_timeout_s: float = Field(120.0, gt=0)
     """A request still unanswered after this long gets 504 and its queued items are dropped."""
 

@@ -85,6 +85,11 @@ class BatchQueue:
         """Queued items whose request still waits for them."""
         return sum(1 for it in self._items if not it.future.done())
 
+    def ahead_of_a_new_request(self) -> int:
+        """Queued items a request arriving now would wait behind: its first item is served in the current round,
+        after the items of that round (later rounds, e.g. a long file's remaining windows, come after it)."""
+        return sum(1 for it in self._items if it.turn <= self._round)
+
     def put(self, item: WorkItem) -> None:
         """Queue the item in its request's next round, after every item of that round or an earlier one."""
         turn = self._round
@@ -199,10 +204,12 @@ class Engine:
         max_wait_ms: float,
         max_batch_audio_s: float,
         max_queue_size: int,
+        max_queue_wait_s: float = 0.0,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
         self.max_queue_size = max_queue_size
+        self.max_queue_wait_s = max_queue_wait_s
         self.queue = BatchQueue(
             max_batch_size, max_wait_ms / 1000, max_batch_audio_s, metrics, pending=lambda: self._arriving
         )
@@ -244,17 +251,28 @@ class Engine:
 
     def _reserve(self) -> None:
         """Backpressure at request admission: refuse new work while queued items plus requests admitted but not
-        yet queued (still uploading, decoding) reach max_queue_size."""
+        yet queued (still uploading, decoding) reach max_queue_size, or would keep it waiting past
+        max_queue_wait_s."""
         self.queue.drop_abandoned()
         load = len(self.queue) + self._reserved
+        # the wait counts what would be served before this request: the items ahead of it in the fair order and
+        # complete bodies being prepared; not uploads still in progress (a stalled upload holds a slot in
+        # max_queue_size, but no time on the device), nor a long file's windows of later rounds
+        wait_s = self.expected_wait_s(self.queue.ahead_of_a_new_request() + self._arriving)
         if load >= self.max_queue_size:
-            batches_ahead = load / self.queue.max_batch_size + 1
-            raise QueueFull(
-                f"server is at capacity ({len(self.queue)} items queued, {self._reserved} requests being prepared); "
-                "retry later",
-                retry_after_s=int(batches_ahead * self._ewma_batch_s + 1),
-            )
-        self._reserved += 1
+            reason = f"{len(self.queue)} items queued, {self._reserved} requests being prepared"
+        elif self.max_queue_wait_s and wait_s > self.max_queue_wait_s:
+            reason = f"an expected wait of {wait_s:.1f} s, over its {self.max_queue_wait_s:g} s budget"
+        else:
+            self._reserved += 1
+            return
+        raise QueueFull(f"server is at capacity ({reason}); retry later", retry_after_s=int(wait_s + 1))
+
+    def expected_wait_s(self, ahead: int) -> float:
+        """How long a request would wait for its batch to start behind `ahead` items: the batches they fill, plus
+        the one running, each taking the measured batch time (moving average)."""
+        batches_ahead = -(-ahead // self.queue.max_batch_size) + (1 if self._busy else 0)
+        return batches_ahead * self._ewma_batch_s
 
     async def run_on_device(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn` on the inference thread (warm-up, precision checks): never beside a batch."""

@@ -66,6 +66,7 @@ class Batching(_Model):
     max_wait_ms: int = Field(default=10, ge=0, le=10_000)
     max_batch_audio_seconds: float = Field(default=480, ge=1, le=36_000)
     max_queue_size: int = Field(default=256, ge=1, le=100_000)
+    max_queue_wait_seconds: float = Field(default=0, ge=0, le=3600)
 
 
 class Limits(_Model):

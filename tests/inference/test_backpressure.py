@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 from asr_inference.backends import DecodeOptions, Prepared
+from asr_inference.errors import QueueFull
 from serving import metric, metric_samples, serve, transcribe
 
 
@@ -53,6 +54,78 @@ async def test_flood_gets_429_with_retry_after(
     refused = [r for r in caplog.records if r.name == "asr_inference.access" and getattr(r, "status", 0) == 429]
     assert refused and all(isinstance(getattr(r, "left_out", None), int) for r in refused)
     assert sum(1 + r.left_out for r in refused) <= codes.count(429)  # type: ignore[attr-defined]
+
+
+async def test_queue_wait_budget_refuses_what_would_wait_too_long(
+    speech_files: dict[str, Path], sensevoice_dir: Path
+) -> None:
+    """max_queue_wait_s: admission estimates the wait from the batches ahead x the measured batch time. The device
+    is held busy and the batch time set to 1 s; requests of one item each are sent one after another, each once
+    the previous one's item is taken or queued: with batches of one, they see 0, 1 and 2 batches ahead (0-2 s) and
+    are admitted; the fourth and fifth would wait 3 s, past the 2.5-s budget, and get 429 at once."""
+    settings = {"max_batch_size": 1, "max_queue_wait_s": 2.5, "max_queue_size": 100, "cache_entries": 0}
+    async with serve(model=str(sensevoice_dir), **settings) as (app, client):
+        engine = app.state.asr.engine
+        engine._ewma_batch_s = 1.0  # what the moving average would hold after 1-s batches
+        device_free = threading.Event()
+        blocker = asyncio.create_task(engine.run_on_device(device_free.wait, 30))
+        clip = speech_files["digits_a.wav"].read_bytes()  # short: one item per request
+        sent = []
+        for i in range(5):
+            sent.append(asyncio.create_task(transcribe(client, clip, foo=str(i))))
+            while not sent[-1].done() and len(engine.queue) + engine._busy < i + 1:
+                await asyncio.sleep(0.01)
+        refused = [t.result() for t in sent if t.done()]
+        device_free.set()
+        await blocker
+        codes = [r.status_code for r in await asyncio.gather(*sent)]
+    assert codes == [200, 200, 200, 429, 429], codes
+    for r in refused:
+        assert r.status_code == 429 and r.json()["error"]["code"] == "queue_full"
+        assert "budget" in r.json()["error"]["message"] and int(r.headers["retry-after"]) >= 3
+
+
+class _Request:
+    """A request's token in the fair order (weakly referenced by the queue)."""
+
+
+async def test_queue_wait_budget_counts_only_the_current_round(sensevoice_dir: Path) -> None:
+    """A long file's windows queue round after round; a new request is served in the current round, so only that
+    round counts toward its wait: six windows of one request queued (rounds 0-5, 6 s at 1 s a batch of one) leave
+    room for a new request within a 2.5-s budget; six single-item requests (all in round 0) do not."""
+    settings = {"max_batch_size": 1, "max_queue_wait_s": 2.5, "max_queue_size": 100, "cache_entries": 0}
+    async with serve(model=str(sensevoice_dir), **settings) as (app, _):
+        engine, backend = app.state.asr.engine, app.state.asr.backend
+        engine._ewma_batch_s = 1.0
+        device_free = threading.Event()
+        blocker = asyncio.create_task(engine.run_on_device(device_free.wait, 30))
+        window = backend.prepare(np.zeros(16000, dtype=np.float32))
+        long_request = _Request()
+        windows = [engine.submit(window, DecodeOptions(), long_request) for _ in range(6)]
+        engine.ticket().admit().release()  # admitted: 1 window of the current round ahead (+ the batch forming)
+        others = [engine.submit(window, DecodeOptions(), _Request()) for _ in range(6)]
+        with pytest.raises(QueueFull):
+            engine.ticket().admit()  # six requests in the current round ahead of it: past the budget
+        for item in windows + others:
+            item.future.cancel()
+        device_free.set()
+        await blocker
+
+
+async def test_queue_wait_budget_ignores_uploads_still_in_progress(
+    speech_files: dict[str, Path], sensevoice_dir: Path
+) -> None:
+    """Uploads admitted but not complete (slow or stalled clients) hold slots of max_queue_size but no device time:
+    they do not count toward the expected wait, so stalled uploads cannot make the budget refuse everyone."""
+    settings = {"max_batch_size": 1, "max_queue_wait_s": 0.5, "max_queue_size": 100, "cache_entries": 0}
+    async with serve(model=str(sensevoice_dir), **settings) as (app, client):
+        engine = app.state.asr.engine
+        engine._ewma_batch_s = 1.0
+        stalled = [engine.ticket().admit() for _ in range(20)]  # what 20 stalled uploads hold: admitted, not arrived
+        r = await transcribe(client, speech_files["digits_a.wav"])
+        for ticket in stalled:
+            ticket.release()
+    assert r.status_code == 200, r.text
 
 
 async def test_request_timeout_is_504_and_drops_its_queued_items(

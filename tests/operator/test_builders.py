@@ -279,6 +279,13 @@ def test_configmap_carries_every_server_setting() -> None:
     assert all(isinstance(v, str) for v in data.values())
 
 
+def test_configmap_carries_the_queue_wait_budget() -> None:
+    spec = copy.deepcopy(SPECS["sensevoice-gpu-keda"])
+    assert build_configmap(asr_for(spec))["data"]["ASR_MAX_QUEUE_WAIT_S"] == "0"  # default: refuse by count only
+    spec.setdefault("batching", {})["maxQueueWaitSeconds"] = 2.5
+    assert build_configmap(asr_for(spec))["data"]["ASR_MAX_QUEUE_WAIT_S"] == "2.5"
+
+
 def test_configmap_values_parse_with_the_servers_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """The env-var contract: every ASR_* value is accepted by asr_inference.config.Settings."""
     from asr_inference import config
