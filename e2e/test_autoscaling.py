@@ -17,6 +17,7 @@ import io
 import json
 import os
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,10 +135,7 @@ class BenchLoad:
         self._thread.join(timeout=180)
 
     def codes(self) -> dict[int, int]:
-        codes: dict[int, int] = {}
-        for s in self.result.samples if self.result else []:
-            codes[s.status] = codes.get(s.status, 0) + 1
-        return codes
+        return dict(Counter(s.status for s in (self.result.samples if self.result else [])))
 
 
 def _distinct_clips(variants: int) -> list[Clip]:

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from asr_operator.quantity import parse_quantity
+
 from e2e.tools import Kube
 
 SAMPLE_EVERY_S = 2.0
@@ -122,7 +124,7 @@ class Recorder:
             for m in status.get("currentMetrics") or []:
                 current = (m.get("pods") or m.get("external") or {}).get("current") or {}
                 value = current.get("averageValue") or current.get("value")
-                metric = _quantity(value) if value is not None else None
+                metric = float(parse_quantity(value)) if value is not None else None
         return Point(
             t=t,
             replicas=int((deploy.get("spec") or {}).get("replicas") or 0),
@@ -142,11 +144,3 @@ class Recorder:
         with urllib.request.urlopen(url, timeout=5) as resp:
             result = json.loads(resp.read())["data"]["result"]
         return float(result[0]["value"][1]) if result else None
-
-
-def _quantity(value: str) -> float:
-    """A Kubernetes quantity as the HPA reports metric values ("1500m", "3", "2k")."""
-    suffixes = {"m": 1e-3, "k": 1e3, "M": 1e6}
-    if value and value[-1] in suffixes:
-        return float(value[:-1]) * suffixes[value[-1]]
-    return float(value)

@@ -30,7 +30,7 @@ import httpx
 import numpy as np
 import soundfile as sf
 
-from . import load
+from . import load, report
 from .clips import Clip
 
 SWEEP = (0.5, 1.0, 2.0, 5.0)
@@ -65,15 +65,9 @@ def long_clip(clips: Sequence[Clip], seconds: float) -> Clip:
     return Clip(f"long-{seconds / 60:g}min.wav", wav.getvalue(), len(audio) / 16000)
 
 
-def _pct(values: Sequence[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 4)
-
-
 def _summary(res: load.CellResult) -> dict[str, Any]:
-    ok = [s.latency_s for s in res.samples if s.status == 200]
+    ok = sum(1 for s in res.samples if s.status == 200)
+    latency = report.latency_stats(res.samples)  # answered requests only
     duration = max(res.finished - res.started, 1e-9)
     codes: dict[str, int] = {}
     for s in res.samples:
@@ -82,17 +76,13 @@ def _summary(res: load.CellResult) -> dict[str, Any]:
     return {
         "sent": sent,
         "codes": codes,
-        "goodput_rps": round(len(ok) / duration, 3),
-        "p50_s": _pct(ok, 0.50),
-        "p95_s": _pct(ok, 0.95),
-        "p99_s": _pct(ok, 0.99),
+        "goodput_rps": round(ok / duration, 3),
+        "p50_s": latency["p50"],
+        "p95_s": latency["p95"],
+        "p99_s": latency["p99"],
         "share_429": round(codes.get("429", 0) / sent, 4) if sent else 0.0,
         "dropped_by_client": res.dropped,
     }
-
-
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return round(a / b, 3) if a is not None and b else None
 
 
 class MetricsProber:
@@ -126,7 +116,8 @@ class MetricsProber:
 
     def summary(self) -> dict[str, Any]:
         lat = self.latencies
-        return {"probes": len(lat), "failures": self.failures, "p50_s": _pct(lat, 0.5), "p99_s": _pct(lat, 0.99),
+        p50, p99 = (round(float(v), 4) for v in np.percentile(lat, [50, 99])) if lat else (None, None)
+        return {"probes": len(lat), "failures": self.failures, "p50_s": p50, "p99_s": p99,
                 "max_s": round(max(lat), 4) if lat else None, "over_100ms": sum(1 for x in lat if x > 0.1)}  # fmt: skip
 
 
@@ -180,8 +171,8 @@ def phase_sweep(plan: OverloadPlan) -> None:
         s = _summary(res)
         cells.append({
             "offered": f"{factor:g}x", "rate_rps": rate, **s, "metrics": prober.summary(),
-            "goodput_vs_capacity": _ratio(s["goodput_rps"], capacity),
-            "p99_vs_unloaded_p99": _ratio(s["p99_s"], unloaded_p99),
+            "goodput_vs_capacity": report._ratio(s["goodput_rps"], capacity),
+            "p99_vs_unloaded_p99": report._ratio(s["p99_s"], unloaded_p99),
         })  # fmt: skip
     plan.results["sweep"] = cells
 
@@ -198,7 +189,7 @@ def phase_mixed(plan: OverloadPlan) -> None:
     mixed = _summary(asyncio.run(beside_long()))
     plan.results["mixed"] = {
         "long_file_s": round(plan.long_clip.duration_s, 1), "short_alone": alone, "short_beside_long": mixed,
-        "short_p95_ratio": _ratio(mixed["p95_s"], alone["p95_s"]),
+        "short_p95_ratio": report._ratio(mixed["p95_s"], alone["p95_s"]),
     }  # fmt: skip
 
 
@@ -216,7 +207,7 @@ def phase_slowloris(plan: OverloadPlan) -> None:
     beside = _summary(res)
     plan.results["slowloris"] = {
         "stalled_uploads": opened, "alone": alone, "beside_stalled": beside,
-        "p95_ratio": _ratio(beside["p95_s"], alone["p95_s"]),
+        "p95_ratio": report._ratio(beside["p95_s"], alone["p95_s"]),
     }  # fmt: skip
 
 

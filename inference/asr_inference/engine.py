@@ -255,18 +255,21 @@ class Engine:
         max_queue_wait_s."""
         self.queue.drop_abandoned()
         load = len(self.queue) + self._reserved
-        # the wait counts what would be served before this request: the items ahead of it in the fair order and
-        # complete bodies being prepared; not uploads still in progress (a stalled upload holds a slot in
-        # max_queue_size, but no time on the device), nor a long file's windows of later rounds
-        wait_s = self.expected_wait_s(self.queue.ahead_of_a_new_request() + self._arriving)
         if load >= self.max_queue_size:
+            wait_s = self._wait_of_a_new_request()
             reason = f"{len(self.queue)} items queued, {self._reserved} requests being prepared"
-        elif self.max_queue_wait_s and wait_s > self.max_queue_wait_s:
+        elif self.max_queue_wait_s and (wait_s := self._wait_of_a_new_request()) > self.max_queue_wait_s:
             reason = f"an expected wait of {wait_s:.1f} s, over its {self.max_queue_wait_s:g} s budget"
         else:
             self._reserved += 1
             return
         raise QueueFull(f"server is at capacity ({reason}); retry later", retry_after_s=int(wait_s + 1))
+
+    def _wait_of_a_new_request(self) -> float:
+        # what would be served before it: the items ahead of it in the fair order and complete bodies being
+        # prepared; not uploads still in progress (a stalled upload holds a slot in max_queue_size, but no time on
+        # the device), nor a long file's windows of later rounds. Counted only when needed (a scan of the queue).
+        return self.expected_wait_s(self.queue.ahead_of_a_new_request() + self._arriving)
 
     def expected_wait_s(self, ahead: int) -> float:
         """How long a request would wait for its batch to start behind `ahead` items: the batches they fill, plus

@@ -75,7 +75,7 @@ class Autoscalers:
         self._start_keda(spawn, ports)
         self._start_adapter(spawn, ports["adapter_api"], prometheus_url)
         self._register(ports)
-        self._wait_ready(deadline, prometheus_url)
+        self._wait_ready(deadline, prometheus_url, ports)
 
     def _kubectl(self, *args: str, input: str | None = None) -> str:
         return str(self.cluster.kubectl(*args, input=input).stdout)
@@ -224,9 +224,7 @@ class Autoscalers:
             "subsets": [{"addresses": [{"ip": NODE_IP}], "ports": [{"name": "https", "port": port}]}],
         })  # fmt: skip
 
-    def _wait_ready(self, deadline: float, prometheus_url: str) -> None:
-        ports = json.loads((self.dir / "ports.json").read_text())
-
+    def _wait_ready(self, deadline: float, prometheus_url: str, ports: dict[str, int]) -> None:
         def http_ok(url: str) -> Callable[[], bool]:
             def check() -> bool:
                 try:
