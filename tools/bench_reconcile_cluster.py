@@ -127,7 +127,8 @@ def _rss_kb(pid: int) -> dict[str, int]:
 
 def _create_directly(api: kubernetes.client.ApiClient, body: dict[str, Any]) -> None:
     """The baseline: the children the operator would build for `body`, created by the client itself."""
-    from asr_operator.builders import ASR, desired_children
+    from asr_operator.builders import ASR
+    from asr_operator.children import desired_children
     from asr_operator.kube import KINDS
     from asr_operator.kube import Kube as OperatorKube
     from asr_operator.spec import parse_spec

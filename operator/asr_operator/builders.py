@@ -273,17 +273,25 @@ def _rollout_strategy(s: ASRDeploymentSpec) -> dict[str, Any]:
     return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
 
 
-def _progress_deadline_s(hub_model: bool) -> int:
+def _hub_model(spec: ASRDeploymentSpec) -> bool:
+    return not spec.model.is_demo and spec.model.effective_hub != "local"
+
+
+def startup_budget_s(spec: ASRDeploymentSpec) -> int:
+    """How long a new pod may take to become ready (its startup probe's whole allowance)."""
+    return STARTUP_PERIOD_S * (STARTUP_FAILURES_HUB if _hub_model(spec) else STARTUP_FAILURES_LOCAL)
+
+
+def _progress_deadline_s(spec: ASRDeploymentSpec) -> int:
     """The rollout is 'failed to progress' only after a new pod's whole startup budget (a slow model load, a hub
     download) and a margin: the Deployment's 600 s default marks a healthy slow start Degraded."""
-    failures = STARTUP_FAILURES_HUB if hub_model else STARTUP_FAILURES_LOCAL
-    return max(600, STARTUP_PERIOD_S * failures + 300)
+    return max(600, startup_budget_s(spec) + 300)
 
 
 def build_deployment(asr: ASR, configmap: dict[str, Any] | None = None) -> dict[str, Any]:
     s = asr.spec
     configmap = configmap or build_configmap(asr)
-    hub_model = not s.model.is_demo and s.model.effective_hub != "local"
+    hub_model = _hub_model(s)
     pod_labels = {**s.pod.labels, **asr.labels("server")}
     pod_annotations = {
         **s.pod.annotations,
@@ -372,7 +380,7 @@ def build_deployment(asr: ASR, configmap: dict[str, Any] | None = None) -> dict[
             "revisionHistoryLimit": 5,
             "selector": {"matchLabels": asr.selector},
             "strategy": _rollout_strategy(s),
-            "progressDeadlineSeconds": _progress_deadline_s(hub_model),
+            "progressDeadlineSeconds": _progress_deadline_s(s),
             "template": {
                 "metadata": {"labels": pod_labels, "annotations": pod_annotations},
                 "spec": pod_spec,
@@ -428,97 +436,6 @@ def prometheus_label(label: str) -> str:
     return re.sub(r"[^a-zA-Z0-9_]", "_", label)
 
 
-def queue_depth_query(asr: ASR) -> str:
-    a = asr.spec.autoscaling
-    if a.prometheus and a.prometheus.query:
-        return a.prometheus.query
-    # Matched by the pods' labels, not by a pattern of their generated names (a long ASRDeployment name is cut
-    # short in its pods' names, and another Deployment's pods may share the prefix).
-    matchers = ",".join(
-        [f'namespace="{asr.namespace}"', *(f'{prometheus_label(k)}="{asr.selector[k]}"' for k in POD_TARGET_LABELS)]
-    )
-    # max by (pod): the pods carry prometheus.io/* annotations AND may have a ServiceMonitor; a Prometheus that
-    # honours both scrapes each pod twice (two jobs), and a plain sum would count its queue twice.
-    return f"sum(max by (pod) ({QUEUE_METRIC}{{{matchers}}}))"
-
-
-def _scale_target(asr: ASR) -> dict[str, Any]:
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "name": asr.name}
-
-
-def _hpa_behavior(asr: ASR) -> dict[str, Any]:
-    a = asr.spec.autoscaling
-    return {
-        "scaleUp": {
-            "stabilizationWindowSeconds": a.scale_up_stabilization_seconds,
-            "selectPolicy": "Max",
-            "policies": [
-                {"type": "Pods", "value": 4, "periodSeconds": 60},
-                {"type": "Percent", "value": 100, "periodSeconds": 60},
-            ],
-        },
-        "scaleDown": {
-            "stabilizationWindowSeconds": a.scale_down_stabilization_seconds,
-            "selectPolicy": "Max",
-            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}],
-        },
-    }
-
-
-def build_scaledobject(asr: ASR) -> dict[str, Any]:
-    a = asr.spec.autoscaling
-    server = a.prometheus.server_address if a.prometheus else None
-    return {
-        "apiVersion": "keda.sh/v1alpha1",
-        "kind": "ScaledObject",
-        "metadata": asr.metadata("autoscaler"),
-        "spec": {
-            "scaleTargetRef": _scale_target(asr),
-            "minReplicaCount": a.min_replicas,
-            "maxReplicaCount": a.max_replicas,
-            "pollingInterval": a.polling_interval_seconds,
-            "cooldownPeriod": max(a.scale_down_stabilization_seconds, 30),
-            "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _hpa_behavior(asr)}},
-            "triggers": [
-                {
-                    "type": "prometheus",
-                    "metricType": "AverageValue",
-                    "metadata": {
-                        "serverAddress": server or "",
-                        "query": queue_depth_query(asr),
-                        "threshold": str(a.target_queue_depth),
-                        "ignoreNullValues": "false",
-                    },
-                }
-            ],
-        },
-    }
-
-
-def build_hpa(asr: ASR) -> dict[str, Any]:
-    a = asr.spec.autoscaling
-    return {
-        "apiVersion": "autoscaling/v2",
-        "kind": "HorizontalPodAutoscaler",
-        "metadata": asr.metadata("autoscaler"),
-        "spec": {
-            "scaleTargetRef": _scale_target(asr),
-            "minReplicas": a.min_replicas,
-            "maxReplicas": a.max_replicas,
-            "metrics": [
-                {
-                    "type": "Pods",
-                    "pods": {
-                        "metric": {"name": QUEUE_METRIC},
-                        "target": {"type": "AverageValue", "averageValue": q(a.target_queue_depth)},
-                    },
-                }
-            ],
-            "behavior": _hpa_behavior(asr),
-        },
-    }
-
-
 def build_servicemonitor(asr: ASR) -> dict[str, Any]:
     sm = asr.spec.monitoring.service_monitor
     meta = asr.metadata("monitoring")
@@ -536,40 +453,12 @@ def build_servicemonitor(asr: ASR) -> dict[str, Any]:
     }
 
 
-def desired_children(asr: ASR) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    """(manifests to create or patch, (kind, name) of children that must not exist), in apply order."""
-    s = asr.spec
-    configmap = build_configmap(asr)
-    present: list[dict[str, Any]] = [configmap, build_deployment(asr, configmap), build_service(asr)]
-    absent: list[tuple[str, str]] = []
-    if wants_pdb(s):
-        present.append(build_pdb(asr))
-    else:
-        absent.append(("PodDisruptionBudget", asr.name))
-    if s.autoscaling.enabled and s.autoscaling.engine == "keda":
-        present.append(build_scaledobject(asr))
-    else:
-        absent.append(("ScaledObject", asr.name))
-    if s.autoscaling.enabled and s.autoscaling.engine == "hpa":
-        present.append(build_hpa(asr))
-    else:
-        absent.append(("HorizontalPodAutoscaler", asr.name))
-    if s.service_monitor_enabled:
-        present.append(build_servicemonitor(asr))
-    else:
-        absent.append(("ServiceMonitor", asr.name))
-    return present, absent
-
-
 __all__ = [
     "ASR",
     "build_configmap",
     "build_deployment",
-    "build_hpa",
     "build_pdb",
-    "build_scaledobject",
     "build_service",
     "build_servicemonitor",
-    "desired_children",
     "parse_quantity",
 ]

@@ -51,6 +51,7 @@ CHILD_KINDS = (
     "Deployment",
     "Service",
     "PodDisruptionBudget",
+    "HTTPScaledObject",
     "ScaledObject",
     "HorizontalPodAutoscaler",
     "ServiceMonitor",

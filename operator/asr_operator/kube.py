@@ -52,6 +52,7 @@ KINDS: dict[str, Kind] = {
         Kind("", "v1", "services", "Service"),
         Kind("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget"),
         Kind("keda.sh", "v1alpha1", "scaledobjects", "ScaledObject"),
+        Kind("http.keda.sh", "v1alpha1", "httpscaledobjects", "HTTPScaledObject"),
         Kind("autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler"),
         Kind("monitoring.coreos.com", "v1", "servicemonitors", "ServiceMonitor"),
         Kind("asr-platform.io", "v1alpha1", "asrdeployments", "ASRDeployment"),

@@ -17,7 +17,8 @@ from typing import Any
 import kopf
 from kubernetes.client.exceptions import ApiException
 
-from .builders import ASR, desired_children, pod_selector_string
+from .builders import ASR, pod_selector_string
+from .children import desired_children
 from .kube import KINDS, Kube, is_subset, strip_path, three_way_patch, with_last_applied
 from .metrics import CHILD_REPAIRS_TOTAL
 from .pod_health import POD_REASONS, PodProblem, event_problem, pod_problem, pod_problem_of, stuck_creating
@@ -340,6 +341,12 @@ def _autoscaler_of(kube: Kube, cr: Mapping[str, Any]) -> tuple[str, dict[str, An
         return engine, None
 
 
+def _scales_to_zero(cr: Mapping[str, Any]) -> bool:
+    """minReplicas 0 with autoscaling on, read from the CR as stored (like _autoscaler_of)."""
+    auto = (cr.get("spec") or {}).get("autoscaling") or {}
+    return bool(auto.get("enabled")) and auto.get("minReplicas") == 0
+
+
 _STATUS_LOCKS: dict[tuple[str, str], threading.Lock] = {}
 _STATUS_LOCKS_GUARD = threading.Lock()
 
@@ -395,6 +402,7 @@ def write_status(
                 image=image,
                 pods=pods,
                 autoscaling=autoscaling,
+                scales_to_zero=_scales_to_zero(cr),
             )
             if status_changed(current, new):
                 kube.patch(KINDS[KIND], namespace, name, {"status": new}, "status")

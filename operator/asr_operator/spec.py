@@ -105,16 +105,28 @@ class PrometheusSpec(_Model):
     query: str | None = Field(default=None, max_length=4096)
 
 
+class HttpAddon(_Model):
+    """KEDA's HTTP add-on, for minReplicas 0: its interceptor holds requests while no pod is ready."""
+
+    scaler_address: str = Field(default="keda-add-ons-http-external-scaler.keda:9090", min_length=1, max_length=512)
+    hosts: list[str] = Field(default_factory=list, max_length=32)
+
+
 class Autoscaling(_Model):
     enabled: bool = False
     engine: Literal["keda", "hpa"] = "keda"
-    min_replicas: int = Field(default=1, ge=1, le=1000)
+    min_replicas: int = Field(default=1, ge=0, le=1000)
     max_replicas: int = Field(default=4, ge=1, le=1000)
     target_queue_depth: int = Field(default=8, ge=1, le=100_000)
     polling_interval_seconds: int = Field(default=15, ge=1, le=3600)
     scale_up_stabilization_seconds: int = Field(default=0, ge=0, le=3600)
     scale_down_stabilization_seconds: int = Field(default=300, ge=0, le=3600)
     prometheus: PrometheusSpec | None = None
+    http_addon: HttpAddon = HttpAddon()
+
+    @property
+    def scales_to_zero(self) -> bool:
+        return self.enabled and self.min_replicas == 0
 
 
 class Rotation(_Model):
@@ -223,6 +235,12 @@ def parse_spec(raw: Any) -> ASRDeploymentSpec:
     return spec
 
 
+MIN_ZERO_NEEDS_KEDA = (
+    "autoscaling.minReplicas 0 needs engine keda: KEDA's HTTP add-on holds the first request while a pod starts "
+    "(an HPA cannot scale to zero)"
+)
+
+
 def cel_equivalent_errors(spec: ASRDeploymentSpec) -> list[str]:
     """The CRD's CEL rules again, for objects that reached the operator without an API server checking."""
     errors: list[str] = []
@@ -237,6 +255,8 @@ def cel_equivalent_errors(spec: ASRDeploymentSpec) -> list[str]:
         errors.append("autoscaling.minReplicas must be <= autoscaling.maxReplicas")
     if a.enabled and a.engine == "keda" and not (a.prometheus and a.prometheus.server_address):
         errors.append("autoscaling engine keda needs autoscaling.prometheus.serverAddress")
+    if a.enabled and a.min_replicas == 0 and a.engine != "keda":
+        errors.append(MIN_ZERO_NEEDS_KEDA)
     m = spec.model
     if m.hub == "local" and not m.source.startswith("/"):
         errors.append("model.hub local needs model.source to be an absolute path")

@@ -28,6 +28,9 @@ class Outcome:
     message: str = ""
 
 
+IDLE_AT_ZERO = "idle at 0 replicas: a request through KEDA's HTTP add-on starts a pod and is held until it is ready"
+
+
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -107,12 +110,14 @@ def compute_status(
     image: str | None = None,
     pods: PodProblem | None = None,
     autoscaling: tuple[str, dict[str, Any] | None] | None = None,
+    scales_to_zero: bool = False,
     timestamp: str | None = None,
 ) -> dict[str, Any]:
     """The full status. `outcome` None (a Deployment event, not a reconcile) keeps observedGeneration and the
     reconcile part of Degraded from `current`. `pods`: the most serious problem of the pods, which becomes the
     Ready condition's reason while none is ready (and Degraded's, unless the pods only wait for a node).
-    `autoscaling`: (engine, the live autoscaler) when autoscaling is on → the MetricsAvailable condition."""
+    `autoscaling`: (engine, the live autoscaler) when autoscaling is on → the MetricsAvailable condition.
+    `scales_to_zero`: minReplicas 0, where 0 replicas is the idle state, ready to serve through the HTTP add-on."""
     current = current or {}
     timestamp = timestamp or now()
     previous: dict[str, dict[str, Any]] = {
@@ -140,6 +145,8 @@ def compute_status(
 
     if deployment is None:
         ready_c = (False, "NoDeployment", "the Deployment does not exist yet")
+    elif desired == 0 and scales_to_zero:
+        ready_c = (True, "ScaledToZero", IDLE_AT_ZERO)
     elif desired == 0:
         ready_c = (False, "ScaledToZero", "replicas is 0")
     elif ready >= 1:

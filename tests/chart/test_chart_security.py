@@ -25,6 +25,7 @@ NAMESPACED_NEEDS: dict[tuple[str, str], set[str]] = {
     ("policy", "poddisruptionbudgets"): CHILD_VERBS,
     ("autoscaling", "horizontalpodautoscalers"): CHILD_VERBS,
     ("keda.sh", "scaledobjects"): CHILD_VERBS,
+    ("http.keda.sh", "httpscaledobjects"): CHILD_VERBS,
     ("monitoring.coreos.com", "servicemonitors"): CHILD_VERBS,
     ("", "events"): {"create", "list"},  # list: the kubelet's warnings about a pod stuck creating
     ("", "pods"): {"list", "watch"},  # read only: why the pods are not ready, for the status

@@ -24,7 +24,8 @@ import helm_python
 import pytest
 import yaml
 from asr_inference.metrics import STAGES
-from asr_operator.builders import ASR, build_scaledobject
+from asr_operator.autoscaling import build_scaledobject
+from asr_operator.builders import ASR
 from asr_operator.spec import parse_spec
 from live_server import asr_serve
 from load_loop import LoadLoop

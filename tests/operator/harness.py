@@ -33,6 +33,7 @@ CHILD_RESOURCES = {
     "apps/v1/deployments": "Deployment",
     "policy/v1/poddisruptionbudgets": "PodDisruptionBudget",
     "keda.sh/v1alpha1/scaledobjects": "ScaledObject",
+    "http.keda.sh/v1alpha1/httpscaledobjects": "HTTPScaledObject",
     "autoscaling/v2/horizontalpodautoscalers": "HorizontalPodAutoscaler",
     "monitoring.coreos.com/v1/servicemonitors": "ServiceMonitor",
 }

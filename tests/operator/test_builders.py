@@ -11,22 +11,21 @@ import jsonschema
 import kubernetes_validate
 import pytest
 from asr_inference.scratch import request_scratch_bytes
+from asr_operator.autoscaling import build_hpa, build_http_scaled_object, build_scaledobject
 from asr_operator.builders import (
     ASR,
     CHECKSUM_ANNOTATION,
     build_configmap,
     build_deployment,
-    build_hpa,
     build_pdb,
-    build_scaledobject,
     build_service,
     build_servicemonitor,
-    desired_children,
     log_volume_size_mi,
     resolve_image,
     split_image,
     termination_grace_s,
 )
+from asr_operator.children import desired_children
 from asr_operator.scratch import request_scratch_mi
 from asr_operator.spec import ASRDeploymentSpec, InvalidSpec, parse_spec
 from harness import EXAMPLES, load_example
@@ -91,6 +90,7 @@ SPECS: dict[str, dict[str, Any]] = {
         },
     },
     "hpa": {"model": {"source": "iic/SenseVoiceSmall"}, "replicas": 5, "autoscaling": HPA},
+    "keda-to-zero-hub": {"model": {"source": "iic/SenseVoiceSmall"}, "autoscaling": {**KEDA, "minReplicas": 0}},
 }
 
 
@@ -109,7 +109,8 @@ def all_manifests() -> list[tuple[str, dict[str, Any]]]:
 
 
 MANIFESTS = all_manifests()
-CORE = [(k, m) for k, m in MANIFESTS if m["apiVersion"] not in ("keda.sh/v1alpha1", "monitoring.coreos.com/v1")]
+CUSTOM_API_VERSIONS = ("keda.sh/v1alpha1", "http.keda.sh/v1alpha1", "monitoring.coreos.com/v1")
+CORE = [(k, m) for k, m in MANIFESTS if m["apiVersion"] not in CUSTOM_API_VERSIONS]
 CUSTOM = [(k, m) for k, m in MANIFESTS if (k, m) not in CORE]
 
 
@@ -124,6 +125,97 @@ _META = {
     "type": "object",
     "required": ["name", "namespace", "labels"],
     "properties": {"name": _STR, "namespace": _STR, "labels": {"type": "object", "additionalProperties": _STR}},
+}
+PROMETHEUS_TRIGGER = {
+    "type": "object",
+    "required": ["type", "metadata"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "prometheus"},
+        "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
+        "metadata": {
+            "type": "object",
+            "required": ["serverAddress", "query", "threshold"],
+            "additionalProperties": False,
+            # KEDA trigger metadata values are all strings.
+            "properties": {
+                "serverAddress": {"type": "string", "pattern": "^https?://"},
+                "query": {"type": "string", "minLength": 1},
+                "threshold": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
+                "ignoreNullValues": {"enum": ["true", "false"]},
+            },
+        },
+    },
+}
+# KEDA's external-push trigger as KEDA's HTTP add-on documents it (docs/operate.md: scalerAddress + the
+# HTTPScaledObject's name, for a ScaledObject the add-on does not write itself).
+EXTERNAL_PUSH_TRIGGER = {
+    "type": "object",
+    "required": ["type", "metadata"],
+    "additionalProperties": False,
+    "properties": {
+        "type": {"const": "external-push"},
+        "metadata": {
+            "type": "object",
+            "required": ["scalerAddress", "httpScaledObject"],
+            "additionalProperties": False,
+            "properties": {"scalerAddress": {"type": "string", "pattern": "^[^:/]+:[0-9]+$"}, "httpScaledObject": _STR},
+        },
+    },
+}
+_DURATION = {"type": "string", "pattern": "^[0-9]+s$"}
+# http.keda.sh/v1alpha1 HTTPScaledObject (KEDA HTTP add-on v0.12.0, config/crd/bases), the fields used.
+HTTPSCALEDOBJECT_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "http.keda.sh/v1alpha1"},
+        "kind": {"const": "HTTPScaledObject"},
+        "metadata": {**_META, "properties": {**_META["properties"], "annotations": {"type": "object"}}},
+        "spec": {
+            "type": "object",
+            "required": ["scaleTargetRef"],
+            "additionalProperties": False,
+            "properties": {
+                "hosts": {"type": "array", "items": _STR, "minItems": 1},
+                "scaleTargetRef": {
+                    "type": "object",
+                    "required": ["service"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "apiVersion": _STR,
+                        "kind": _STR,
+                        "name": _STR,
+                        "service": _STR,
+                        "port": {"type": "integer"},
+                    },
+                },
+                "replicas": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"min": {"type": "integer"}, "max": {"type": "integer"}},
+                },
+                "scalingMetric": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "concurrency": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "properties": {"targetValue": {"type": "integer"}},
+                        }
+                    },
+                },
+                "scaledownPeriod": {"type": "integer"},
+                "timeouts": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"conditionWait": _DURATION, "responseHeader": _DURATION},
+                },
+            },
+        },
+    },
 }
 # The fields of keda.sh/v1alpha1 ScaledObject (https://keda.sh/docs/2.16/reference/scaledobject-spec/) and the
 # prometheus scaler (https://keda.sh/docs/2.16/scalers/prometheus/) that the operator uses; unknown = error.
@@ -164,27 +256,7 @@ SCALEDOBJECT_SCHEMA = {
                 "triggers": {
                     "type": "array",
                     "minItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["type", "metadata"],
-                        "additionalProperties": False,
-                        "properties": {
-                            "type": {"const": "prometheus"},
-                            "metricType": {"enum": ["AverageValue", "Value", "Utilization"]},
-                            "metadata": {
-                                "type": "object",
-                                "required": ["serverAddress", "query", "threshold"],
-                                "additionalProperties": False,
-                                # KEDA trigger metadata values are all strings.
-                                "properties": {
-                                    "serverAddress": {"type": "string", "pattern": "^https?://"},
-                                    "query": {"type": "string", "minLength": 1},
-                                    "threshold": {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
-                                    "ignoreNullValues": {"enum": ["true", "false"]},
-                                },
-                            },
-                        },
-                    },
+                    "items": {"oneOf": [PROMETHEUS_TRIGGER, EXTERNAL_PUSH_TRIGGER]},
                 },
             },
         },
@@ -234,7 +306,11 @@ SERVICEMONITOR_SCHEMA = {
 
 @pytest.mark.parametrize(("key", "manifest"), CUSTOM, ids=[f"{k}-{m['kind']}" for k, m in CUSTOM])
 def test_custom_kinds_match_their_documented_fields(key: str, manifest: dict[str, Any]) -> None:
-    schema = SCALEDOBJECT_SCHEMA if manifest["kind"] == "ScaledObject" else SERVICEMONITOR_SCHEMA
+    schema = {
+        "ScaledObject": SCALEDOBJECT_SCHEMA,
+        "HTTPScaledObject": HTTPSCALEDOBJECT_SCHEMA,
+        "ServiceMonitor": SERVICEMONITOR_SCHEMA,
+    }[manifest["kind"]]
     jsonschema.validate(manifest, schema)
 
 
@@ -555,6 +631,49 @@ def test_keda_scaledobject() -> None:
     behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
     assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 600
     assert behavior["scaleUp"]["stabilizationWindowSeconds"] == 0
+
+
+def test_scale_to_zero_through_the_http_addon() -> None:
+    asr = asr_for(SPECS["demo-scale-to-zero"], name="idle")
+    present, absent = desired_children(asr)
+    kinds = [m["kind"] for m in present]
+    # the HTTPScaledObject exists before the ScaledObject whose push trigger names it
+    assert kinds.index("HTTPScaledObject") < kinds.index("ScaledObject")
+    assert "HorizontalPodAutoscaler" not in kinds and ("HTTPScaledObject", "idle") not in absent
+    so = next(m for m in present if m["kind"] == "ScaledObject")["spec"]
+    assert so["minReplicaCount"] == 0 and so["maxReplicaCount"] == 3
+    prometheus, push = so["triggers"]
+    assert prometheus["metadata"]["ignoreNullValues"] == "true"  # no pods, no series: 0, not an error
+    assert push == {
+        "type": "external-push",
+        "metadata": {"scalerAddress": "keda-add-ons-http-external-scaler.keda:9090", "httpScaledObject": "idle"},
+    }
+    hso = next(m for m in present if m["kind"] == "HTTPScaledObject")
+    assert hso["metadata"]["name"] == "idle"
+    assert hso["metadata"]["annotations"] == {"httpscaledobject.keda.sh/skip-scaledobject-creation": "true"}
+    spec = hso["spec"]
+    assert spec["hosts"] == ["idle.speech", "idle.speech.svc", "idle.speech.svc.cluster.local"]
+    assert spec["scaleTargetRef"] == {
+        "apiVersion": "apps/v1", "kind": "Deployment", "name": "idle", "service": "idle", "port": 8000
+    }  # fmt: skip
+    assert spec["replicas"] == {"min": 0, "max": 3} and spec["scaledownPeriod"] == 300
+    # held for a local model's whole startup budget (60 probes x 10 s), answered within the request timeout
+    assert spec["timeouts"] == {"conditionWait": "600s", "responseHeader": "120s"}
+
+
+def test_scale_to_zero_extra_hosts_and_hub_startup_budget() -> None:
+    auto = {**KEDA, "minReplicas": 0, "httpAddon": {"hosts": ["asr.example.com", "idle.speech"]}}
+    spec = build_http_scaled_object(asr_for({"model": {"source": "iic/x"}, "autoscaling": auto}, name="idle"))["spec"]
+    assert spec["hosts"][3:] == ["asr.example.com"]  # no duplicate of the own names
+    assert spec["timeouts"]["conditionWait"] == "1800s"  # a hub model downloads first
+
+
+def test_min_one_has_no_http_scaled_object() -> None:
+    present, absent = desired_children(asr_for({"model": {"source": "x/y"}, "autoscaling": KEDA}))
+    assert "HTTPScaledObject" not in {m["kind"] for m in present}
+    assert ("HTTPScaledObject", "asr") in absent
+    (trigger,) = build_scaledobject(asr_for({"model": {"source": "x/y"}, "autoscaling": KEDA}))["spec"]["triggers"]
+    assert trigger["metadata"]["ignoreNullValues"] == "false"
 
 
 def test_keda_query_override() -> None:

@@ -106,6 +106,7 @@ def test_examples_cover_demo_keda_and_hpa() -> None:
     assert specs["demo-cpu.yaml"]["device"] == "cpu"
     assert specs["sensevoice-gpu-keda.yaml"]["autoscaling"]["engine"] == "keda"
     assert specs["paraformer-hpa.yaml"]["autoscaling"]["engine"] == "hpa"
+    assert specs["demo-scale-to-zero.yaml"]["autoscaling"]["minReplicas"] == 0
 
 
 BASE = {"model": {"source": "iic/SenseVoiceSmall"}}
@@ -145,6 +146,8 @@ VALID = {
     "hpa-no-prometheus": _with(autoscaling={"enabled": True, "engine": "hpa", "minReplicas": 2, "maxReplicas": 2}),
     "disabled-autoscaling-any-bounds": _with(autoscaling={"enabled": False, "minReplicas": 5, "maxReplicas": 2}),
     "one-cache": {"model": {"source": "x/y", "cache": {"pvcName": "models"}}},
+    "keda-scale-to-zero": _with(autoscaling={**KEDA_OK, "minReplicas": 0}),
+    "disabled-autoscaling-min-zero": _with(autoscaling={"enabled": False, "engine": "hpa", "minReplicas": 0}),
 }
 
 INVALID_CEL = {
@@ -155,6 +158,10 @@ INVALID_CEL = {
     "min-above-max": (
         _with(autoscaling={"enabled": True, "engine": "hpa", "minReplicas": 5, "maxReplicas": 2}),
         "minReplicas must be <= autoscaling.maxReplicas",
+    ),
+    "hpa-scale-to-zero": (
+        _with(autoscaling={"enabled": True, "engine": "hpa", "minReplicas": 0}),
+        "minReplicas 0 needs engine keda",
     ),
     "keda-without-prometheus": (_with(autoscaling={"enabled": True}), "keda needs"),
     "keda-empty-prometheus": (_with(autoscaling={"enabled": True, "prometheus": {}}), "keda needs"),
@@ -215,7 +222,8 @@ SCHEMA_INVALID = {
     "bad-family": {"model": {"source": "x", "family": "whisper"}},
     "batch-too-big": _with(batching={"maxBatchSize": 5000}),
     "negative-replicas": _with(replicas=-1),
-    "min-replicas-zero": _with(autoscaling={"minReplicas": 0}),
+    "min-replicas-negative": _with(autoscaling={"minReplicas": -1}),
+    "empty-scaler-address": _with(autoscaling={**KEDA_OK, "minReplicas": 0, "httpAddon": {"scalerAddress": ""}}),
     "unknown-field": _with(colour="blue"),
     "bad-quantity": _with(resources={"shmSize": "lots"}),
     "bad-engine": _with(autoscaling={"engine": "vpa"}),

@@ -194,3 +194,13 @@ def test_the_newest_mount_failure_is_the_reason() -> None:
     problem = event_problem("a", events)
     assert problem is not None and problem.reason == "FailedMount" and "hostPath type check" in problem.message
     assert event_problem("a", [_event("a", "Pulled", "ok", type_="Normal")]) is None
+
+
+@pytest.mark.parametrize(("scales_to_zero", "ready", "phase"), [(True, "True", "Ready"), (False, "False", "Pending")])
+def test_zero_replicas_is_ready_only_where_the_http_addon_wakes_the_deployment(
+    scales_to_zero: bool, ready: str, phase: str
+) -> None:
+    st = compute_status(
+        {}, generation=1, deployment=_dep(0, 0, 0), outcome=Outcome(True), scales_to_zero=scales_to_zero, **COMMON
+    )
+    assert (_cond(st, "Ready")["status"], _cond(st, "Ready")["reason"], st["phase"]) == (ready, "ScaledToZero", phase)

@@ -40,6 +40,10 @@ RBAC rule lists shared by the ClusterRole (cluster-wide mode) and the per-namesp
 - apiGroups: ["keda.sh"]
   resources: ["scaledobjects"]
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
+# Scale to zero (autoscaling.minReplicas 0): the routing and cold-start rule of KEDA's HTTP add-on.
+- apiGroups: ["http.keda.sh"]
+  resources: ["httpscaledobjects"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Scraping of the inference servers by prometheus-operator.
 - apiGroups: ["monitoring.coreos.com"]
   resources: ["servicemonitors"]
