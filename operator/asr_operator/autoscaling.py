@@ -68,7 +68,11 @@ def build_scaledobject(asr: ASR) -> dict[str, Any]:
             "minReplicaCount": a.min_replicas,
             "maxReplicaCount": a.max_replicas,
             "pollingInterval": a.polling_interval_seconds,
-            "cooldownPeriod": max(a.scale_down_stabilization_seconds, 30),
+            "cooldownPeriod": _cooldown_s(asr),
+            # A new ScaledObject has never been active: without this KEDA takes a minReplicas 0 Deployment to
+            # zero at once, before its first pod has loaded the model (a broken image or model would show only
+            # at the first request). One cooldown with that pod up first, as after any request.
+            **({"initialCooldownPeriod": _cooldown_s(asr)} if a.scales_to_zero else {}),
             "advanced": {"horizontalPodAutoscalerConfig": {"behavior": _hpa_behavior(asr)}},
             "triggers": [
                 {
@@ -87,6 +91,11 @@ def build_scaledobject(asr: ASR) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _cooldown_s(asr: ASR) -> int:
+    """Idle time before KEDA takes the Deployment to its minimum (0 when it scales to zero)."""
+    return max(asr.spec.autoscaling.scale_down_stabilization_seconds, 30)
 
 
 def _http_trigger(asr: ASR) -> dict[str, Any]:
@@ -136,7 +145,7 @@ def build_http_scaled_object(asr: ASR) -> dict[str, Any]:
             # Requests in flight per pod the add-on's own metric aims at: the queue-depth target (the Prometheus
             # trigger, which sees the batches, decides above one pod; this one mainly wakes the Deployment).
             "scalingMetric": {"concurrency": {"targetValue": a.target_queue_depth}},
-            "scaledownPeriod": max(a.scale_down_stabilization_seconds, 30),
+            "scaledownPeriod": _cooldown_s(asr),
             "timeouts": {
                 "conditionWait": f"{startup_budget_s(s)}s",
                 "responseHeader": f"{s.limits.request_timeout_seconds}s",

@@ -242,6 +242,7 @@ SCALEDOBJECT_SCHEMA = {
                 "maxReplicaCount": {"type": "integer", "minimum": 1},
                 "pollingInterval": {"type": "integer", "minimum": 1},
                 "cooldownPeriod": {"type": "integer", "minimum": 0},
+                "initialCooldownPeriod": {"type": "integer", "minimum": 0},
                 "advanced": {
                     "type": "object",
                     "additionalProperties": False,
@@ -642,6 +643,8 @@ def test_scale_to_zero_through_the_http_addon() -> None:
     assert "HorizontalPodAutoscaler" not in kinds and ("HTTPScaledObject", "idle") not in absent
     so = next(m for m in present if m["kind"] == "ScaledObject")["spec"]
     assert so["minReplicaCount"] == 0 and so["maxReplicaCount"] == 3
+    # the first pod loads its model and stays one cooldown before the first scale to zero
+    assert so["cooldownPeriod"] == so["initialCooldownPeriod"] == 300
     prometheus, push = so["triggers"]
     assert prometheus["metadata"]["ignoreNullValues"] == "true"  # no pods, no series: 0, not an error
     assert push == {
@@ -674,6 +677,10 @@ def test_min_one_has_no_http_scaled_object() -> None:
     assert ("HTTPScaledObject", "asr") in absent
     (trigger,) = build_scaledobject(asr_for({"model": {"source": "x/y"}, "autoscaling": KEDA}))["spec"]["triggers"]
     assert trigger["metadata"]["ignoreNullValues"] == "false"
+    assert (
+        "initialCooldownPeriod"
+        not in build_scaledobject(asr_for({"model": {"source": "x/y"}, "autoscaling": KEDA}))["spec"]
+    )
 
 
 def test_keda_query_override() -> None:

@@ -7,7 +7,8 @@ servers' `asr_queue_depth` into replicas, all of it real and run as host process
   - KEDA's operator, metrics API server and admission webhooks (build.sh, KEDA's Go module): the metrics server
     registered as `v1beta1.external.metrics.k8s.io`, the webhooks as KEDA's own ValidatingWebhookConfiguration;
   - prometheus-adapter (build.sh) serving `v1beta1.custom.metrics.k8s.io` with the rule the chart ships
-    (`prometheusAdapter.enabled`), rendered by helm from charts/asr-platform.
+    (`prometheusAdapter.enabled`), rendered by helm from charts/asr-platform;
+  - KEDA's HTTP add-on, interceptor and external scaler (http_addon.py): scale to zero and back on a request.
 
 Each runs as the ServiceAccount user its upstream RBAC binds (pki.py client certificates); KEDA's RBAC is its own
 manifests, copied by build.sh. The API server reaches the metrics servers through Services without selectors whose
@@ -21,6 +22,7 @@ import base64
 import json
 import pathlib
 import shutil
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,8 +30,11 @@ from collections.abc import Callable
 from typing import Any
 
 from cluster import HERE, NODE_IP, REPO, free_port, write_kubeconfig
+from http_addon import BINARIES as HTTP_ADDON_BINARIES
+from http_addon import HttpAddon
 
-BINARIES = ["keda-operator", "keda-metrics-apiserver", "keda-admission-webhooks", "prometheus-adapter"]
+BINARIES = ["keda-operator", "keda-metrics-apiserver", "keda-admission-webhooks", "prometheus-adapter",
+            *HTTP_ADDON_BINARIES]  # fmt: skip
 PROMETHEUS = "/usr/bin/prometheus"
 KEDA_NAMESPACE, MONITORING_NAMESPACE = "keda", "monitoring"
 EXTERNAL_METRICS, CUSTOM_METRICS = "v1beta1.external.metrics.k8s.io", "v1beta1.custom.metrics.k8s.io"
@@ -56,7 +61,13 @@ class Autoscalers:
     @property
     def prometheus_url(self) -> str:
         """Where Prometheus answers (the address an ASRDeployment's autoscaling.prometheus.serverAddress names)."""
-        return str(json.loads((self.dir / "ports.json").read_text())["prometheus_url"])
+        return self.addresses()["prometheus_url"]
+
+    def addresses(self) -> dict[str, str]:
+        """prometheus_url; interceptor_url (KEDA HTTP add-on's proxy: send with Host <name>.<namespace>),
+        interceptor_admin_url, http_scaler_address (an ASRDeployment's autoscaling.httpAddon.scalerAddress)."""
+        saved = json.loads((self.dir / "ports.json").read_text())
+        return {k: str(v) for k, v in saved.items() if isinstance(v, str)}
 
     # --- start ---------------------------------------------------------------------------------------------
     def start(self, spawn: Spawn, server: str, deadline: float) -> None:
@@ -66,8 +77,8 @@ class Autoscalers:
         self.dir.mkdir(parents=True, exist_ok=True)
         ports = {name: free_port() for name in ("prometheus", "grpc", "keda_api", "webhooks", "adapter_api")}
         ports |= {name: free_port() for name in ("op_metrics", "op_probe", "api_metrics", "wh_metrics", "wh_probe")}
+        ports |= HttpAddon.ports()
         prometheus_url = f"http://{NODE_IP}:{ports['prometheus']}"
-        (self.dir / "ports.json").write_text(json.dumps({**ports, "prometheus_url": prometheus_url}, indent=1))
         for user in ("keda", "prometheus-adapter", "prometheus"):
             write_kubeconfig(self.dir / f"{user}.kubeconfig", server, self.pki, user)
         self._apply_rbac()
@@ -75,6 +86,8 @@ class Autoscalers:
         self._start_keda(spawn, ports)
         self._start_adapter(spawn, ports["adapter_api"], prometheus_url)
         self._register(ports)
+        addon = HttpAddon(self).start(spawn, server, ports)
+        (self.dir / "ports.json").write_text(json.dumps({**ports, "prometheus_url": prometheus_url, **addon}, indent=1))
         self._wait_ready(deadline, prometheus_url, ports)
 
     def _kubectl(self, *args: str, input: str | None = None) -> str:
@@ -85,8 +98,18 @@ class Autoscalers:
 
     def _yaml_to_json(self, path: pathlib.Path) -> list[dict[str, Any]]:
         """A YAML file's objects, read by kubectl (the cluster scripts use only the standard library)."""
-        out = json.loads(self._kubectl("create", "--dry-run=client", "-o", "json", "-f", str(path)))
-        return list(out["items"]) if out.get("kind") == "List" else [out]
+        text, decoder, objects = (
+            self._kubectl("create", "--dry-run=client", "-o", "json", "-f", str(path)),
+            json.JSONDecoder(),
+            [],
+        )
+        at = 0
+        while at < len(text.rstrip()):  # one JSON document per YAML document (a file with `---` gives several)
+            out, at = decoder.raw_decode(text, at)
+            objects += list(out["items"]) if out.get("kind") == "List" else [out]
+            while at < len(text) and text[at].isspace():
+                at += 1
+        return objects
 
     def _apply_rbac(self) -> None:
         self._kubectl("create", "namespace", KEDA_NAMESPACE)
@@ -249,9 +272,21 @@ class Autoscalers:
         wait(deadline, "Prometheus ready", http_ok(f"{prometheus_url}/-/ready"))
         wait(deadline, "KEDA's operator ready", http_ok(f"http://127.0.0.1:{ports['op_probe']}/readyz"))
         wait(deadline, "KEDA's admission webhooks ready", http_ok(f"http://127.0.0.1:{ports['wh_probe']}/readyz"))
+        wait(
+            deadline, "KEDA HTTP add-on's interceptor ready", http_ok(f"http://{NODE_IP}:{ports['addon_admin']}/queue")
+        )
+        wait(deadline, "KEDA HTTP add-on's scaler listening", lambda: _listening(NODE_IP, ports["addon_scaler"]))
         wait(deadline, f"APIService {EXTERNAL_METRICS} Available (KEDA)", available(EXTERNAL_METRICS))
         wait(deadline, f"APIService {CUSTOM_METRICS} Available (prometheus-adapter)", available(CUSTOM_METRICS))
 
     # --- stop ----------------------------------------------------------------------------------------------
     def forget(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+        return True
+    except OSError:
+        return False

@@ -42,7 +42,7 @@ REAL_NODE_BINARIES = ["kubelet", "kube-proxy", "pause"]
 # autoscalers.py's processes (Prometheus, KEDA, prometheus-adapter), stopped first.
 AUTOSCALING_COMPONENTS = (
     "pod-discovery", "prometheus", "keda-operator", "keda-metrics-apiserver", "keda-admission-webhooks",
-    "prometheus-adapter",
+    "prometheus-adapter", "service-hosts", "keda-http-interceptor", "keda-http-scaler",
 )  # fmt: skip
 # Admission plugins on top of the defaults (NamespaceLifecycle, ServiceAccount, PodSecurity, ResourceQuota, ...):
 # what hardened distributions (OpenShift, CIS benchmark) turn on. OwnerReferencesPermissionEnforcement makes

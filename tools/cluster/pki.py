@@ -35,6 +35,15 @@ CLIENTS = {
         "system:serviceaccount:monitoring:prometheus",
         "system:serviceaccounts/system:serviceaccounts:monitoring",
     ),
+    # KEDA's HTTP add-on (http_addon.py), as its kustomization names the ServiceAccounts.
+    "keda-http-interceptor": (
+        "system:serviceaccount:keda:keda-add-ons-http-interceptor",
+        "system:serviceaccounts/system:serviceaccounts:keda",
+    ),
+    "keda-http-scaler": (
+        "system:serviceaccount:keda:keda-add-ons-http-scaler",
+        "system:serviceaccounts/system:serviceaccounts:keda",
+    ),
 }
 # The aggregation layer: the API server proxies to extension API servers (KEDA's and prometheus-adapter's metrics
 # APIs) with this client certificate, signed by its own CA (front-proxy-ca) so that no ordinary client certificate
