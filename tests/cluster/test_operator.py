@@ -174,6 +174,37 @@ def test_autoscaling_engine_switches_leave_exactly_one_autoscaler(
                  lambda e=expected: _autoscalers(platform, ns, uid) == e)  # fmt: skip
 
 
+def test_scale_to_zero_writes_an_http_scaled_object_the_add_on_crd_keeps_whole(
+    platform: Kube, ns: str, start_operator: StartOperator
+) -> None:
+    """minReplicas 0: the HTTPScaledObject, as KEDA HTTP add-on v0.12.0's CRD stores it (a field it does not know
+    would be pruned silently), and the ScaledObject's push trigger naming it; minReplicas 1 removes it again."""
+    from asr_operator.autoscaling import build_http_scaled_object
+    from asr_operator.builders import ASR
+    from asr_operator.spec import parse_spec
+
+    start_operator()
+    keda = {"enabled": True, "engine": "keda", "minReplicas": 0, "maxReplicas": 2,
+            "prometheus": {"serverAddress": "http://prometheus.monitoring.svc:9090"}}  # fmt: skip
+    obj = _demo(platform, ns, autoscaling=keda)
+    platform.apply(obj)
+    uid = wait_ready(platform, ns, "asr-demo")["metadata"]["uid"]
+    (stored,) = wait_for("the HTTPScaledObject", lambda: owned_by(platform, ns, "httpscaledobjects.http.keda.sh", uid))
+    sent = build_http_scaled_object(ASR("asr-demo", ns, parse_spec(obj["spec"])))
+    assert stored["spec"] == sent["spec"]
+    assert stored["metadata"]["annotations"]["httpscaledobject.keda.sh/skip-scaledobject-creation"] == "true"
+    (so,) = owned_by(platform, ns, "scaledobjects.keda.sh", uid)
+    assert so["spec"]["minReplicaCount"] == 0
+    assert so["spec"]["triggers"][1]["metadata"]["httpScaledObject"] == "asr-demo"
+
+    platform.kubectl("patch", "asrd", "asr-demo", "-n", ns, "--type=merge",
+                     "-p", json.dumps({"spec": {"autoscaling": {"minReplicas": 1}}}))  # fmt: skip
+    wait_for("the HTTPScaledObject removed at minReplicas 1",
+             lambda: not owned_by(platform, ns, "httpscaledobjects.http.keda.sh", uid))  # fmt: skip
+    (so,) = owned_by(platform, ns, "scaledobjects.keda.sh", uid)
+    assert [t["type"] for t in so["spec"]["triggers"]] == ["prometheus"]
+
+
 def _one_set_of_children(kube: Kube, namespace: str, name: str) -> None:
     uid = _uid(kube, namespace, name)
     for kind in ("deployment", "service", "configmap"):
