@@ -280,10 +280,14 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     async def healthz() -> Response:
         if state.load_error is not None:
             return JSONResponse({"status": "error", "error": state.load_error}, status_code=503)
+        if state.engine is not None and state.engine.device_failure:  # only a restart gives a working device
+            return JSONResponse({"status": "error", "error": state.engine.device_failure}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
+        if state.engine is not None and state.engine.device_failure:
+            return JSONResponse({"status": "error", "error": state.engine.device_failure}, status_code=503)
         if not state.ready.is_set() or state.info is None:
             body = {"status": "loading" if state.load_error is None else "error", "model": state.model_name}
             if state.load_error:

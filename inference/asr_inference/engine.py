@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .backends import Backend, DecodeOptions, ItemResult, Prepared
-from .errors import InferenceFailed, NotReady, QueueFull
+from .device_faults import is_out_of_memory, release_cached_memory, sticky_device_error
+from .errors import DeviceFailed, InferenceFailed, NotReady, QueueFull
 from .metrics import Metrics
 
 log = logging.getLogger("asr_inference.engine")
@@ -217,6 +218,7 @@ class Engine:
         self._task: asyncio.Task[None] | None = None
         self._busy = False
         self._ewma_batch_s = 0.05  # for Retry-After
+        self.device_failure: str | None = None  # a sticky device error: no more work, /healthz fails
         self._reserved = 0  # admitted requests that have not queued an item yet
         self._arriving = 0  # requests whose body is complete (parsing, decoding) that have not queued an item yet
 
@@ -253,6 +255,8 @@ class Engine:
         """Backpressure at request admission: refuse new work while queued items plus requests admitted but not
         yet queued (still uploading, decoding) reach max_queue_size, or would keep it waiting past
         max_queue_wait_s."""
+        if self.device_failure is not None:
+            raise DeviceFailed(self._device_failed_message())
         self.queue.drop_abandoned()
         load = len(self.queue) + self._reserved
         if load >= self.max_queue_size:
@@ -330,10 +334,20 @@ class Engine:
         return results
 
     def _forward_isolating(self, batch: Sequence[WorkItem]) -> list[ItemResult | BaseException]:
-        """Run the batch; if it raises, run each item alone so only the culprit fails (inference thread)."""
+        """Run the batch; if it raises, run each item alone so only the culprit fails (inference thread). An
+        out-of-memory batch runs as two halves instead; after a sticky device error nothing runs any more."""
+        if self.device_failure is not None:
+            return [DeviceFailed(self._device_failed_message())] * len(batch)
         try:
             return list(self._forward(batch))
         except Exception as exc:
+            if (reason := sticky_device_error(exc)) is not None:
+                self.device_failure = reason
+                self.metrics.device_errors_total.labels(kind="sticky").inc()
+                log.error("device unusable after %s: taking no more work; /healthz fails so the pod restarts", exc)
+                return [DeviceFailed(self._device_failed_message())] * len(batch)
+            if is_out_of_memory(exc):
+                return self._split_after_out_of_memory(batch, exc)
             if len(batch) == 1:
                 log.warning("item failed in the forward pass: %s", exc)
                 return [InferenceFailed(f"the model failed on this audio: {type(exc).__name__}: {exc}")]
@@ -349,6 +363,20 @@ class Engine:
             except Exception as exc:
                 out.append(InferenceFailed(f"the model failed on this audio: {type(exc).__name__}: {exc}"))
         return out
+
+    def _split_after_out_of_memory(self, batch: Sequence[WorkItem], exc: Exception) -> list[ItemResult | BaseException]:
+        self.metrics.device_errors_total.labels(kind="out_of_memory").inc()
+        release_cached_memory(getattr(self.backend, "device", None))
+        if len(batch) == 1:
+            log.warning("out of device memory on one item alone: %s", exc)
+            seconds = batch[0].prepared.duration_s
+            return [InferenceFailed(f"out of device memory for this audio alone ({seconds:.1f} s)")]
+        half = len(batch) // 2
+        log.warning("out of device memory on a batch of %d: running it as two halves", len(batch))
+        return self._forward_isolating(batch[:half]) + self._forward_isolating(batch[half:])
+
+    def _device_failed_message(self) -> str:
+        return f"the inference device is unusable ({self.device_failure}); this server restarts, retry elsewhere"
 
     def _update_gpu_memory(self) -> None:
         device = getattr(self.backend, "device", None)

@@ -140,5 +140,17 @@ class InferenceFailed(ASRError):
     code = "inference_failed"
 
 
+class DeviceFailed(ASRError):
+    """The device is in an unrecoverable state (a sticky CUDA error): this server takes no more work and asks to
+    be restarted (/healthz 503); another replica can answer the retry."""
+
+    status_code = 503
+    type = "server_error"
+    code = "device_failed"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, headers={"Retry-After": "5"})
+
+
 class ModelLoadError(RuntimeError):
     """The model cannot be served: missing directory, unloadable weights, unknown family. Fatal at start."""

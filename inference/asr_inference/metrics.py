@@ -72,6 +72,15 @@ class Metrics:
             "Batches whose forward raised and were retried item by item to isolate the failing item.",
             registry=r,
         )
+        self.device_errors_total = Counter(
+            "asr_device_errors",
+            "Forward passes that failed on the device: out_of_memory (the batch is split in halves) or sticky "
+            "(the device is unusable: the server stops taking work and fails /healthz).",
+            ["kind"],
+            registry=r,
+        )
+        for kind in ("out_of_memory", "sticky"):  # exported as 0 from the start: alerts see a series to rate
+            self.device_errors_total.labels(kind=kind)
         self.gpu_memory_allocated_bytes = Gauge(
             "asr_gpu_memory_allocated_bytes", "CUDA memory held by tensors (torch allocator).", registry=r
         )

@@ -22,7 +22,16 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ASRError, ClientClosed, PayloadTooLarge, QueueFull, ScratchFull, Unauthorized, UploadTimeout
+from .errors import (
+    ASRError,
+    ClientClosed,
+    DeviceFailed,
+    PayloadTooLarge,
+    QueueFull,
+    ScratchFull,
+    Unauthorized,
+    UploadTimeout,
+)
 from .scratch import ScratchBudget, request_scratch_bytes
 
 if TYPE_CHECKING:
@@ -104,9 +113,9 @@ class UploadGuard:
         try:
             if engine is not None:  # admitted from the queue's state before a byte of the body is parsed
                 ctx["ticket"] = engine.ticket().admit()
-        except QueueFull as full:
+        except (QueueFull, DeviceFailed) as refused:  # no room, or a device that cannot serve any more
             self.scratch.release(reservation)
-            await self._refuse(full, scope, receive, send)
+            await self._refuse(refused, scope, receive, send)
             return
         try:
             await self.app(scope, self._guarded(scope, receive, engine), send)

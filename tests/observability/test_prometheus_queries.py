@@ -142,6 +142,7 @@ PLAUSIBLE: list[tuple[str, str, Callable[[list[float]], bool]]] = [
     ("asr_gpu_memory", "no GPU memory on CPU", lambda vs: set(vs) == {0.0}),
     ("asr_precision_fallback_total", "fp32 asked, fp32 served", lambda vs: set(vs) == {0.0}),
     ("asr_batch_retries_total", "no batch failed", lambda vs: set(vs) == {0.0}),
+    ("asr_device_errors_total", "no device error on a healthy server", lambda vs: set(vs) == {0.0}),
     ("asr_cache_hits_total", "some hits, some misses", lambda vs: _between(0, 1)(vs) and 0 < max(vs) < 1),
 ]
 
@@ -165,6 +166,8 @@ def test_dashboard_query_returns_labelled_plausible_data(observed: Observed, nam
         assert {s["metric"]["stage"] for s in result} == set(STAGES)
     if "asr_requests_total" in expr:
         assert "200" in {s["metric"]["code"] for s in result}
+    if "asr_device_errors_total" in expr:  # both kinds exported from the start, at 0
+        assert {s["metric"]["kind"] for s in result} == {"out_of_memory", "sticky"}
 
 
 def test_dashboard_variables_list_the_deployments(observed: Observed) -> None:
