@@ -136,11 +136,11 @@ def peak_memory(plan: Plan, model: Path, clips: list[Any], precision: str, batch
     backend.load()
     prepared = [backend.prepare(clips[i % len(clips)].samples()) for i in range(batch)]
     backend.warm(prepared)
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
+    torch.cuda.synchronize(backend.device)
+    torch.cuda.reset_peak_memory_stats(backend.device)
     backend.transcribe_batch(prepared, [DecodeOptions()] * batch)
-    torch.cuda.synchronize()
-    peak = int(torch.cuda.max_memory_allocated())
+    torch.cuda.synchronize(backend.device)
+    peak = int(torch.cuda.max_memory_allocated(backend.device))
     del backend
     torch.cuda.empty_cache()
     return peak

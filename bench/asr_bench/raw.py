@@ -82,7 +82,8 @@ def measure(
         return [prepared[(start + i) % len(prepared)] for i in range(n)]
 
     info = backend.warm(cycle(max_batch_size, 0))
-    sync = torch.cuda.synchronize if backend.device.type == "cuda" else (lambda: None)
+    device = backend.device
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     rows = []
     for bs in batch_sizes(max_batch_size):
         if on_step is not None:

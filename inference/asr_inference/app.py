@@ -311,6 +311,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
                 },
                 "graph_mode": info.graph_mode,
                 "graph_fallback_reason": info.graph_fallback_reason,
+                "tf32": info.tf32,
                 "max_batch_size": settings.max_batch_size,
                 "scratch": state.scratch.report(),
                 "startup_seconds": round(state.ready_after_s or 0.0, 3),

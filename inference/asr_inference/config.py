@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     """Serve the requested fp16/bf16 even when it fails the warm-up check (the check still runs and /readyz reports
     it): for benchmarks that measure a precision's ceiling. Not for production."""
 
+    tf32: bool = True
+    """On CUDA: fp32 matrix products and convolutions on TF32 tensor cores (torch's "high" float32 matmul precision,
+    10-bit mantissa inputs, fp32 accumulation; several times full fp32's throughput); off: full fp32. Also the fp32
+    reference of the fp16/bf16 warm-up check. No effect on CPU."""
+
     graph_mode: Literal["trace", "eager"] = "trace"
     """How the batched forward runs. trace: SenseVoice runs as a TorchScript graph traced at warm-up (at the precision
     the warm-up gate chose; fp16/bf16 graphs carry autocast's casts), which holds no GIL while it computes, so request

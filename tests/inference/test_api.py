@@ -29,6 +29,7 @@ async def test_readyz_is_503_until_warm_then_reports_model(sensevoice_dir: Path)
     assert body["device"] == "cpu"
     assert body["precision"] == "fp32"
     assert body["precision_fallback_reason"] is None
+    assert body["tf32"] is None  # a CUDA setting: not applicable on CPU
 
 
 async def test_warmup_runs_a_full_batch_through_the_whole_path(sensevoice_dir: Path) -> None:

@@ -60,6 +60,7 @@ class ModelInfo:
     precision_cer: float | None = None  # character error rate of the reduced precision's warm-up transcripts
     graph_mode: str = "eager"  # how the batched forward runs: "trace" (TorchScript graph) or "eager"
     graph_fallback_reason: str | None = None  # why a requested graph is not used
+    tf32: bool | None = None  # CUDA: fp32 products on TF32 tensor cores (--tf32); None where it does not apply (CPU)
 
 
 class Backend(Protocol):

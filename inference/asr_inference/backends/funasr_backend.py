@@ -29,6 +29,7 @@ from ..features import FastFbank
 from ..metrics import Metrics
 from . import precision_gate
 from .base import DecodeOptions, ItemResult, ModelInfo, Prepared, Token
+from .cuda_setup import configure_tf32, select_device
 from .graph import ForwardFn, SenseVoiceForward, trace_checked
 
 log = logging.getLogger("asr_inference.backend")
@@ -88,6 +89,7 @@ class FunASRBackend:
     def load(self) -> None:
         from funasr import AutoModel  # ~10 s: only here
 
+        select_device(self.device)  # before anything allocates: GPU N, never GPU 0 by default
         cpus = usable_cpus()  # the container's CPU quota, not the node's cores
         ncpu = self.settings.ncpu or (cpus if self.device.type == "cuda" else max(1, cpus - 1))
         kwargs: dict[str, Any] = {
@@ -128,7 +130,8 @@ class FunASRBackend:
             self.supports_token_times = True
         self.info.family = self.family
         torch.set_num_threads(ncpu)
-        log.info("loaded %s (%s) on %s", self.source.ref, self.family, self.device)
+        self.info.tf32 = configure_tf32(self.device, self.settings.tf32)
+        log.info("loaded %s (%s) on %s (TF32 %s)", self.source.ref, self.family, self.device, self.info.tf32)
 
     def _verify_weights(self, init_param: str | None) -> None:
         """funasr keeps random weights for missing/mismatched keys and only logs it: check the load ourselves."""
