@@ -82,8 +82,8 @@ def measure(
         return [prepared[(start + i) % len(prepared)] for i in range(n)]
 
     info = backend.warm(cycle(max_batch_size, 0))
-    device = backend.device
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    on = backend.device  # the torch.device resolved from `device` ("cuda:N" synchronizes GPU N, not GPU 0)
+    sync = (lambda: torch.cuda.synchronize(on)) if on.type == "cuda" else (lambda: None)
     rows = []
     for bs in batch_sizes(max_batch_size):
         if on_step is not None:
