@@ -35,6 +35,7 @@ from .errors import (
     RequestTimeout,
     Unauthorized,
 )
+from .gpu_memory import refresh_gpu_memory
 from .logging_setup import Sampler
 from .metrics import Metrics
 from .pipeline import Transcriber
@@ -322,6 +323,8 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     async def metrics_endpoint() -> Response:
         if state.engine is not None:
             state.engine.queue.drop_abandoned()
+        if state.backend is not None:
+            refresh_gpu_memory(state.metrics, getattr(state.backend, "device", None))
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/models")

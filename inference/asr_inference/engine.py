@@ -314,7 +314,6 @@ class Engine:
             self._ewma_batch_s = 0.8 * self._ewma_batch_s + 0.2 * elapsed
             self.metrics.batch_size.observe(len(batch))
             self.metrics.batch_audio_seconds.observe(sum(it.prepared.duration_s for it in batch))
-            self._update_gpu_memory()
             for item, result in zip(batch, results, strict=True):
                 item.batch_size = len(batch)
                 item.queue_s, item.batch_s, item.batch_started = formed - item.enqueued_at, elapsed, started
@@ -377,12 +376,3 @@ class Engine:
 
     def _device_failed_message(self) -> str:
         return f"the inference device is unusable ({self.device_failure}); this server restarts, retry elsewhere"
-
-    def _update_gpu_memory(self) -> None:
-        device = getattr(self.backend, "device", None)
-        if device is None or getattr(device, "type", "") != "cuda":
-            return
-        import torch
-
-        self.metrics.gpu_memory_allocated_bytes.set(torch.cuda.memory_allocated(device))
-        self.metrics.gpu_memory_reserved_bytes.set(torch.cuda.memory_reserved(device))

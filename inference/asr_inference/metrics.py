@@ -82,11 +82,18 @@ class Metrics:
         for kind in ("out_of_memory", "sticky"):  # exported as 0 from the start: alerts see a series to rate
             self.device_errors_total.labels(kind=kind)
         self.gpu_memory_allocated_bytes = Gauge(
-            "asr_gpu_memory_allocated_bytes", "CUDA memory held by tensors (torch allocator).", registry=r
+            "asr_gpu_memory_allocated_bytes",
+            "CUDA memory held by tensors (torch allocator), at the scrape.",
+            registry=r,
+        )
+        self.gpu_memory_peak_bytes = Gauge(
+            "asr_gpu_memory_peak_bytes",
+            "Most CUDA memory held by tensors since the previous scrape (what the batches in between needed).",
+            registry=r,
         )
         self.gpu_memory_reserved_bytes = Gauge(
             "asr_gpu_memory_reserved_bytes",
-            "CUDA memory reserved by the torch caching allocator.",
+            "CUDA memory reserved by the torch caching allocator, at the scrape.",
             registry=r,
         )
         self.gpu_memory_total_bytes = Gauge(

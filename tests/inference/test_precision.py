@@ -194,34 +194,3 @@ async def test_nonfinite_batch_while_serving_is_rerun_in_fp32(clear_dir: Path, c
     assert metric(samples, "asr_fp32_reruns_total") == 1
     assert after.json()["text"] == before.json()["text"]  # fp32 still decodes token A on every frame
     assert any("rerunning it in fp32" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
-
-
-@pytest.mark.parametrize(("enabled", "matmul"), [(True, "high"), (False, "highest")])
-def test_tf32_is_set_for_cuda_and_left_alone_on_cpu(enabled: bool, matmul: str) -> None:
-    """Wiring only (no GPU here): a CUDA device gets torch's TF32 matmul precision as --tf32 says; a CPU device
-    changes nothing process-wide."""
-    import torch
-    from asr_inference.backends.cuda_setup import configure_tf32
-
-    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32)
-    try:
-        assert configure_tf32(torch.device("cpu"), enabled) is None
-        assert (torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32) == before
-        assert configure_tf32(torch.device("cuda", 0), enabled) is enabled
-        assert torch.get_float32_matmul_precision() == matmul and torch.backends.cudnn.allow_tf32 is enabled
-    finally:
-        torch.set_float32_matmul_precision(before[0])
-        torch.backends.cudnn.allow_tf32 = before[1]
-
-
-def test_an_indexed_cuda_device_becomes_current(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Wiring only (torch.cuda mocked): --device cuda:1 makes GPU 1 current, so that calls without a device never
-    land on GPU 0; plain cuda and cpu leave the current device alone."""
-    import torch
-    from asr_inference.backends.cuda_setup import select_device
-
-    chosen: list[Any] = []
-    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    for device in ("cpu", "cuda", "cuda:1"):
-        select_device(torch.device(device))
-    assert chosen == [torch.device("cuda", 1)]
