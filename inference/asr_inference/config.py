@@ -137,7 +137,7 @@ class Settings(BaseSettings):
 
     ncpu: int = Field(0, ge=0)
     """Torch intra-op threads for inference; 0 = automatic: on CPU one less than the CPUs this process may use
-    (decoding, features and the event loop need a core), on CUDA all of them."""
+    (decoding, features and the event loop need a core), on CUDA one (the CPUs go to the decode workers)."""
 
     decode_workers: int = Field(0, ge=0)
     """Threads for audio decoding and feature extraction (off the event loop); 0 = the CPUs this process may use."""

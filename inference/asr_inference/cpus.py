@@ -59,3 +59,13 @@ def usable_cpus(root: Path = CGROUP_ROOT) -> int:
     if quota is not None:
         cpus = min(cpus, math.ceil(quota))
     return max(1, cpus)
+
+
+def intra_op_threads(device_type: str, cpus: int, requested: int = 0) -> int:
+    """Torch's intra-op threads (`--ncpu`; 0 = this choice). On CPU one less than the usable CPUs: the forward pass
+    is the work, and decoding, features and the event loop need a core. On CUDA one: the inference thread only
+    launches kernels, while the decode workers (one per CPU) compute features with torch on the CPU, each in its
+    own thread — with N intra-op threads each, N workers would run N x N threads on N CPUs."""
+    if requested:
+        return requested
+    return 1 if device_type == "cuda" else max(1, cpus - 1)

@@ -41,3 +41,18 @@ def test_quota_caps_the_cpu_count(tmp_path: Path, files: dict[str, str], quota: 
 
 def test_this_machine_reads_without_error() -> None:
     assert 1 <= cpus.usable_cpus() <= 64
+
+
+@pytest.mark.parametrize(
+    ("device", "n_cpus", "requested", "expected"),
+    [
+        ("cpu", 8, 0, 7),  # the forward pass is the work; one core for decoding and the event loop
+        ("cpu", 1, 0, 1),
+        ("cuda", 16, 0, 1),  # 16 decode workers with 16 intra-op threads each would be 256 threads on 16 CPUs
+        ("cuda", 16, 4, 4),  # --ncpu wins
+    ],
+)
+def test_intra_op_threads_leave_the_cpus_to_the_decode_workers_on_cuda(
+    device: str, n_cpus: int, requested: int, expected: int
+) -> None:
+    assert cpus.intra_op_threads(device, n_cpus, requested) == expected

@@ -23,7 +23,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from .. import model_source
 from ..config import Settings
-from ..cpus import usable_cpus
+from ..cpus import intra_op_threads, usable_cpus
 from ..errors import ModelLoadError
 from ..features import FastFbank
 from ..metrics import Metrics
@@ -91,7 +91,7 @@ class FunASRBackend:
 
         select_device(self.device)  # before anything allocates: GPU N, never GPU 0 by default
         cpus = usable_cpus()  # the container's CPU quota, not the node's cores
-        ncpu = self.settings.ncpu or (cpus if self.device.type == "cuda" else max(1, cpus - 1))
+        ncpu = intra_op_threads(self.device.type, cpus, self.settings.ncpu)
         kwargs: dict[str, Any] = {
             "model": self.source.ref,
             "disable_update": True,
