@@ -337,20 +337,27 @@ class FunASRBackend:
         encoder_out = encoder_out * valid.unsqueeze(-1).to(encoder_out.dtype)
         acoustic, token_len, alphas, peaks = m.calc_predictor(encoder_out, encoder_lens)
         token_len = token_len.round().long()
-        finite = bool(torch.isfinite(alphas).all())
-        if int(token_len.max()) < 1:
+        # The host reads the device twice per batch, not per item: the token counts (the decoder needs to know
+        # whether there is anything to decode), then every output at once after the decoder has run.
+        counts = token_len.tolist()
+        if max(counts) < 1:
+            finite = bool(torch.isfinite(alphas).all())
             return BatchOutput([ItemResult(text="", tokens=[]) for _ in items], finite, [[] for _ in items])
         decoder_out, _ = m.cal_decoder_with_predictor(encoder_out, encoder_lens, acoustic, token_len)
-        finite = finite and bool(torch.isfinite(decoder_out.amax(dim=-1)).all())  # (B, N): see _sensevoice
+        # (B, N) maxima, not the (B, N, V) logits: see _sensevoice
+        flags = torch.stack([torch.isfinite(alphas).all(), torch.isfinite(decoder_out.amax(dim=-1)).all()])
+        best, flags, enc_lens, alphas, peaks = (t.cpu() for t in (decoder_out.argmax(dim=-1), flags, encoder_lens,
+                                                                   alphas, peaks))  # fmt: skip
+        finite = bool(flags.all())
         results, frames = [], []
         for i in range(len(items)):
-            ids = decoder_out[i, : int(token_len[i])].argmax(dim=-1).tolist()
+            ids = best[i, : counts[i]].tolist()
             frames.append(ids)
             ids = [t for t in ids if t not in (m.sos, m.eos, m.blank_id)]
             pieces = self.tokenizer.ids2tokens(ids)
             tokens: list[Token] | None = None
             try:
-                n = int(encoder_lens[i])
+                n = int(enc_lens[i])
                 # upsample_rate=1: our alphas/peaks are at the encoder's 60 ms (LFR 6) rate, as in funasr's own
                 # Paraformer.inference; the helper's default (3) is for BiCif's 3x-upsampled 20 ms frames
                 _, stamps = ts_prediction_lfr6_standard(
