@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serving import metric, metric_samples, serve, transcribe
@@ -87,3 +88,32 @@ async def test_mixed_lengths_across_bursts_equal_single(
         batched = await asyncio.gather(*(transcribe(client, c) for c in reversed(clips)))
         singles = [await transcribe(client, c) for c in reversed(clips)]
     assert [b.json()["text"] for b in batched] == [s.json()["text"] for s in singles]
+
+
+def test_funasr_nano_runs_its_model_at_the_serving_precision(nano_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fun-ASR-Nano's own inference is called (not AutoModel.generate, which resets torch's threads and empties the
+    CUDA cache each call) with llm_dtype = the serving precision, so that the autocast it wraps its LLM in is ours,
+    not an fp32 one that would switch ours off."""
+    import numpy as np
+    from asr_inference.backends import DecodeOptions
+    from asr_inference.backends.funasr_backend import FunASRBackend
+    from asr_inference.config import Settings
+
+    backend = FunASRBackend(Settings(model=str(nano_dir), device="cpu"))
+    backend.load()
+    item = backend.prepare(np.zeros(16000, dtype=np.float32))
+    seen: list[Any] = []
+    real = backend.model.inference
+
+    def spy(**kwargs: Any) -> Any:
+        seen.append(kwargs["llm_dtype"])
+        return real(**kwargs)
+
+    def no_generate(**_: Any) -> Any:
+        raise AssertionError("AutoModel.generate called")
+
+    monkeypatch.setattr(backend.model, "inference", spy)
+    monkeypatch.setattr(backend._am, "generate", no_generate)
+    for precision in ("fp32", "bf16"):
+        backend._run([item, item], [DecodeOptions()] * 2, precision)
+    assert seen == ["fp32", "bf16"]

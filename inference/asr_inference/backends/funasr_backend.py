@@ -272,7 +272,7 @@ class FunASRBackend:
                 return self._sensevoice(items, options)
             if self.family == "paraformer":
                 return self._paraformer(items, options)
-            return self._nano(items, options)
+            return self._nano(items, options, precision)
 
     def _padded(self, items: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
         feats = pad_sequence([it.data for it in items], batch_first=True).to(self.device)
@@ -372,16 +372,21 @@ class FunASRBackend:
             results.append(ItemResult(text=self.detokenize(pieces), tokens=tokens))
         return BatchOutput(results, finite, frames)
 
-    def _nano(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> BatchOutput:
+    def _nano(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
         ordered: list[ItemResult | None] = [None] * len(items)
-        for group in dict.fromkeys(options):  # generate() takes one set of options per call
+        for group in dict.fromkeys(options):  # the model takes one set of options per call
             idx = [i for i, o in enumerate(options) if o == group]
-            kwargs: dict[str, Any] = {"batch_size": len(idx)}
+            # The model's own inference, not AutoModel.generate(): that one resets torch's thread count, deep-copies
+            # its whole config and empties the CUDA cache on every call. llm_dtype = the serving precision: the
+            # model wraps its LLM in an autocast of its own, which (fp32 by default) would switch ours off.
+            kwargs: dict[str, Any] = {**self._am.kwargs, "batch_size": len(idx), "llm_dtype": precision}
             if group.language != "auto":
                 kwargs["language"] = group.language
             if group.prompt:
                 kwargs["hotwords"] = group.prompt
-            out = self._am.generate(input=[items[i].data for i in idx], **kwargs)
+            keys = [f"item{i}" for i in idx]
+            returned = self.model.inference(data_in=[items[i].data for i in idx], key=keys, **kwargs)
+            out = returned[0]  # (results, meta)
             for i, res in zip(idx, out, strict=True):
                 language = group.language if group.language != "auto" else None
                 ordered[i] = ItemResult(text=str(res.get("text", "")).strip(), language=language)
