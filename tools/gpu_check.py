@@ -14,8 +14,11 @@ The model is SenseVoice-Small's real dimensions with random weights (asr_bench.m
 on the weights). `--cpu-smoke` runs the same code on this CPU with the embedded demo model and tiny sizes (a test
 does, so the script is known to work before a GPU is ever lent).
 
-Not measured yet (issue 31): weights cast once to fp16 and CUDA graphs (item 2, not implemented in the server), a
-torch.profiler trace of served batches.
+  5. a torch.profiler trace (Chrome format, `trace.json`) of three batches of the served precision at the
+     largest batch size, run by the backend in this process as the server's inference thread runs them, and its
+     ten most expensive operators in the report.
+
+Not measured yet (issue 31): weights cast once to fp16 and CUDA graphs (item 2, not implemented in the server).
 """
 
 from __future__ import annotations
@@ -146,6 +149,33 @@ def peak_memory(plan: Plan, model: Path, clips: list[Any], precision: str, batch
     return peak
 
 
+def profile(plan: Plan, model: Path, clips: list[Any], precision: str, out: Path) -> dict[str, Any]:
+    """Three batches of `plan.max_batch_size` under torch.profiler: the trace file and the top operators."""
+    from asr_inference.backends import DecodeOptions
+    from asr_inference.backends.funasr_backend import FunASRBackend
+    from asr_inference.config import Settings
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    backend = FunASRBackend(Settings(model=str(model), device=plan.device, precision=precision, force_precision=True))
+    backend.load()
+    batch = [backend.prepare(clips[i % len(clips)].samples()) for i in range(plan.max_batch_size)]
+    backend.warm(batch)
+    options = [DecodeOptions()] * len(batch)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if plan.device.startswith("cuda") else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(3):
+            backend.transcribe_batch(batch, options)
+    trace = out / "trace.json"
+    prof.export_chrome_trace(str(trace))
+    key = "self_device_time_total" if plan.device.startswith("cuda") else "self_cpu_time_total"
+    top = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0.0), reverse=True)[:10]
+    return {
+        "precision": precision, "batch_size": len(batch), "trace": trace.name, "sorted_by": key,
+        "top_ops": [{"op": e.key, "calls": e.count, "self_ms": round(getattr(e, key, 0.0) / 1000, 3)} for e in top],
+    }  # fmt: skip
+
+
 def served(plan: Plan, model: Path, clips: list[Any], precision: str, out: Path) -> dict[str, Any]:
     from asr_bench.load import closed_loop
     from asr_bench.servers import ServerConfig, ServerProcess
@@ -184,6 +214,7 @@ def run(plan: Plan, out: Path) -> dict[str, Any]:
     report["raw"] = raw_ceiling(plan, model, clips)
     report["peak_memory_batch16"] = {p: peak_memory(plan, model, clips, p) for p in ("fp32", "fp16")}
     serve_precision = "fp16" if plan.device.startswith("cuda") else "fp32"
+    report["profile"] = profile(plan, model, clips, serve_precision, out)
     report["served"] = served(plan, model, clips, serve_precision, out)
     ceiling = report["raw"].get(serve_precision, {}).get("best_features_forward_rtfx")
     best = max((c["rtfx"] for c in report["served"]["cells"]), default=None)
@@ -213,6 +244,9 @@ def table(report: dict[str, Any]) -> str:
     for c in s["cells"]:
         lines.append(f"  c={c['concurrency']}: {c['rtfx']}x real time, p50 {c['p50_s']} s, p95 {c['p95_s']} s, "
                      f"{c['ok']}/{c['requests']} ok")  # fmt: skip
+    prof = report["profile"]
+    lines.append(f"profile ({prof['precision']}, 3 batches of {prof['batch_size']}, {prof['sorted_by']}): "
+                 + ", ".join(f"{o['op']} {o['self_ms']} ms" for o in prof["top_ops"][:5]))  # fmt: skip
     lines.append(f"summary: {json.dumps(report['summary'])}")
     return "\n".join(lines) + "\n"
 

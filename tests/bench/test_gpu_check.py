@@ -28,6 +28,8 @@ def test_cpu_smoke_runs_every_step_and_writes_the_report(tmp_path: Path) -> None
     assert served["cold_start_s"] > 0 and served["readyz"]["status"] == "ready"
     for cell in served["cells"]:
         assert cell["ok"] == cell["requests"] > 0 and cell["rtfx"] > 0
+    prof = report["profile"]
+    assert (tmp_path / prof["trace"]).stat().st_size > 0 and len(prof["top_ops"]) == 10
     summary = report["summary"]
     assert summary["served_rtfx"] > 0 and summary["served_share_of_ceiling"] > 0
     assert summary["fp16_over_fp32_peak_memory"] is None  # GPU memory: not on CPU
