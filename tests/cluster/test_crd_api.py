@@ -63,7 +63,14 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "batch-too-big": (_with(batching={"maxBatchSize": 5000}), "maxBatchSize in body should be less than or equal"),
     "negative-replicas": (_with(replicas=-1), "spec.replicas in body should be greater than or equal to 0"),
     "replicas-not-integer": (_with(replicas="two"), "spec.replicas in body must be of type integer"),
-    "min-replicas-zero": (_with(autoscaling={"minReplicas": 0}), "minReplicas in body should be greater than or equal"),
+    "min-replicas-negative": (
+        _with(autoscaling={"minReplicas": -1}),
+        "minReplicas in body should be greater than or equal",
+    ),
+    "hpa-scale-to-zero": (
+        _with(autoscaling={"enabled": True, "engine": "hpa", "minReplicas": 0}),
+        "minReplicas 0 needs engine keda",
+    ),
     "unknown-field": (_with(colour="blue"), 'unknown field "spec.colour"'),
     "bad-quantity": (_with(resources={"shmSize": "lots"}), 'spec.resources.shmSize: Invalid value: "lots"'),
     "bad-engine": (_with(autoscaling={"engine": "vpa"}), 'spec.autoscaling.engine: Unsupported value: "vpa"'),
