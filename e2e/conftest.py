@@ -93,6 +93,15 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 @pytest.fixture(scope="session")
+def stack(local_cluster: Any) -> Any:
+    """The local cluster's autoscaling stack (tools/cluster/autoscalers.py: Prometheus, KEDA, prometheus-adapter,
+    KEDA's HTTP add-on); the scenarios that drive it skip on an external cluster."""
+    if local_cluster is None:
+        pytest.skip("runs on the local cluster's own autoscaling stack (KEDA, HTTP add-on, Prometheus; local mode)")
+    return local_cluster.autoscalers()
+
+
+@pytest.fixture(scope="session")
 def kube(local_cluster: Any) -> Kube:
     target = safety.choose_target()
     if local_cluster is not None:

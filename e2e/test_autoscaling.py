@@ -15,11 +15,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,8 +27,8 @@ from asr_bench.clips import CLIP_SETS, Clip, load_dir
 from asr_bench.load import CellResult, closed_loop
 
 from e2e.deployed import Deployed, delete, deploy, manifest, name_of, service_url
-from e2e.timeline import Recorder, Timeline
-from e2e.tools import CRD_NAME, ROOT, SYSTEM_NAMESPACE, Images, Kube, scaled, wait_for
+from e2e.timeline import ARTIFACTS, Recorder, Timeline
+from e2e.tools import CRD_NAME, SYSTEM_NAMESPACE, Images, Kube, scaled, wait_for
 
 NAME = "scaler"
 MAX_REPLICAS = 3
@@ -39,14 +37,6 @@ CLIENTS = 12  # one request each in flight; batches of 1 on 0.5 CPU: the queue g
 SCALE_UP_WITHIN_S = 120.0
 BACK_TO_MIN_WITHIN_S = 300.0
 HOLD_AT_MAX_S = 20.0  # load kept on once every replica is ready: the plot shows the queue shared out
-ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS") or ROOT / "e2e-results")
-
-
-@pytest.fixture(scope="module")
-def stack(local_cluster: Any) -> Any:
-    if local_cluster is None:
-        pytest.skip("the autoscaling scenarios run on the local cluster's own KEDA/Prometheus stack (local mode)")
-    return local_cluster.autoscalers()
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,7 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import json
-import os
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,21 +24,13 @@ import pytest
 import soundfile as sf
 
 from e2e.deployed import SAMPLE_TXT, SAMPLE_WAV, Deployed, condition, delete, manifest, normalize
-from e2e.timeline import Recorder
-from e2e.tools import ROOT, Images, Kube, scaled, wait_for
+from e2e.timeline import ARTIFACTS, Recorder
+from e2e.tools import Images, Kube, scaled, wait_for
 
 NAME = "idle"
 COOLDOWN_S = 30
 BACK_TO_ZERO_WITHIN_S = 180.0
 FIRST_REQUESTS = 3  # arrive together at zero pods: all held, all answered
-ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS") or ROOT / "e2e-results")
-
-
-@pytest.fixture(scope="module")
-def stack(local_cluster: Any) -> Any:
-    if local_cluster is None:
-        pytest.skip("scale to zero runs on the local cluster's own KEDA + HTTP add-on (local mode)")
-    return local_cluster.autoscalers()
 
 
 @pytest.fixture(scope="module")

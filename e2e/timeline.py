@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -15,9 +16,10 @@ from typing import Any
 
 from asr_operator.quantity import parse_quantity
 
-from e2e.tools import Kube
+from e2e.tools import ROOT, Kube
 
 SAMPLE_EVERY_S = 2.0
+ARTIFACTS = Path(os.environ.get("E2E_ARTIFACTS") or ROOT / "e2e-results")  # where the scenarios save their timelines
 
 
 @dataclass

@@ -126,12 +126,9 @@ def raw_ceiling(plan: Plan, model: Path, clips: list[Any]) -> dict[str, Any]:
     return rows
 
 
-def peak_memory(plan: Plan, model: Path, clips: list[Any], precision: str, batch: int = 16) -> int | None:
-    """Most bytes allocated on the GPU while one batch of `batch` clips runs (after the model is loaded)."""
-    if not plan.device.startswith("cuda"):
-        return None
-    import torch
-    from asr_inference.backends import DecodeOptions
+def warm_backend(plan: Plan, model: Path, clips: list[Any], precision: str, batch: int) -> tuple[Any, list[Any]]:
+    """The server's backend loaded in this process at `precision` (forced, as a ceiling measures it), warmed on a
+    batch of `batch` clips; returns it and that batch."""
     from asr_inference.backends.funasr_backend import FunASRBackend
     from asr_inference.config import Settings
 
@@ -139,6 +136,17 @@ def peak_memory(plan: Plan, model: Path, clips: list[Any], precision: str, batch
     backend.load()
     prepared = [backend.prepare(clips[i % len(clips)].samples()) for i in range(batch)]
     backend.warm(prepared)
+    return backend, prepared
+
+
+def peak_memory(plan: Plan, model: Path, clips: list[Any], precision: str, batch: int = 16) -> int | None:
+    """Most bytes allocated on the GPU while one batch of `batch` clips runs (after the model is loaded)."""
+    if not plan.device.startswith("cuda"):
+        return None
+    import torch
+    from asr_inference.backends import DecodeOptions
+
+    backend, prepared = warm_backend(plan, model, clips, precision, batch)
     torch.cuda.synchronize(backend.device)
     torch.cuda.reset_peak_memory_stats(backend.device)
     backend.transcribe_batch(prepared, [DecodeOptions()] * batch)
@@ -152,15 +160,10 @@ def peak_memory(plan: Plan, model: Path, clips: list[Any], precision: str, batch
 def profile(plan: Plan, model: Path, clips: list[Any], precision: str, out: Path) -> dict[str, Any]:
     """Three batches of `plan.max_batch_size` under torch.profiler: the trace file and the top operators."""
     from asr_inference.backends import DecodeOptions
-    from asr_inference.backends.funasr_backend import FunASRBackend
-    from asr_inference.config import Settings
     from torch.profiler import ProfilerActivity
     from torch.profiler import profile as torch_profile
 
-    backend = FunASRBackend(Settings(model=str(model), device=plan.device, precision=precision, force_precision=True))
-    backend.load()
-    batch = [backend.prepare(clips[i % len(clips)].samples()) for i in range(plan.max_batch_size)]
-    backend.warm(batch)
+    backend, batch = warm_backend(plan, model, clips, precision, plan.max_batch_size)
     options = [DecodeOptions()] * len(batch)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if plan.device.startswith("cuda") else [])
     with torch_profile(activities=activities) as prof:
@@ -178,6 +181,7 @@ def profile(plan: Plan, model: Path, clips: list[Any], precision: str, out: Path
 
 def served(plan: Plan, model: Path, clips: list[Any], precision: str, out: Path) -> dict[str, Any]:
     from asr_bench.load import closed_loop
+    from asr_bench.report import latency_stats
     from asr_bench.servers import ServerConfig, ServerProcess
 
     config = ServerConfig(f"gpu-check-{precision}", "ours", "asr-serve as a pod runs it", plan.max_batch_size,
@@ -192,12 +196,10 @@ def served(plan: Plan, model: Path, clips: list[Any], precision: str, out: Path)
                                            max_s=plan.cell_s))  # fmt: skip
             ok = [s for s in cell.samples if s.status == 200]
             wall = cell.finished - cell.started
-            latencies = sorted(s.latency_s for s in ok)
+            latency = latency_stats(cell.samples)  # of the answered requests
             cells.append({
                 "concurrency": c, "requests": len(cell.samples), "ok": len(ok), "wall_s": round(wall, 2),
-                "rtfx": round(sum(s.audio_s for s in ok) / wall, 1),
-                "p50_s": round(latencies[len(latencies) // 2], 3) if latencies else None,
-                "p95_s": round(latencies[int(0.95 * (len(latencies) - 1))], 3) if latencies else None,
+                "rtfx": round(sum(s.audio_s for s in ok) / wall, 1), "p50_s": latency["p50"], "p95_s": latency["p95"],
             })  # fmt: skip
     finally:
         server.stop()
@@ -206,6 +208,8 @@ def served(plan: Plan, model: Path, clips: list[Any], precision: str, out: Path)
 
 
 def run(plan: Plan, out: Path) -> dict[str, Any]:
+    from asr_bench.report import _ratio
+
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     model = model_dir(plan, out)
@@ -222,8 +226,8 @@ def run(plan: Plan, out: Path) -> dict[str, Any]:
     report["summary"] = {
         "served_rtfx": best,
         "raw_ceiling_rtfx": ceiling,
-        "served_share_of_ceiling": round(best / ceiling, 3) if best and ceiling else None,
-        "fp16_over_fp32_peak_memory": round(fp16 / fp32, 3) if fp16 and fp32 else None,
+        "served_share_of_ceiling": _ratio(best, ceiling),
+        "fp16_over_fp32_peak_memory": _ratio(fp16, fp32),
         "gate": {k: report["raw"][k]["precision_check"] for k in report["raw"]},
         "seconds": round(time.monotonic() - started, 1),
     }
