@@ -1,10 +1,10 @@
 """`create_app(settings)`: the FastAPI app, its lifespan (load + warm the model in the background so /healthz
-answers at once and /readyz turns 200 when warm), the OpenAI-compatible routes, health, and metrics."""
+answers at once and /readyz turns 200 when warm) and the middleware around every transcription request. The routes
+are in `routes.py`, loading in `loading.py`."""
 
 from __future__ import annotations
 
 import asyncio
-import io
 import logging
 import re
 import tempfile
@@ -14,36 +14,25 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.requests import HTTPConnection
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import api_docs, chunking, formats, model_source, playground, streaming, tempfiles
-from .backends import Backend, DecodeOptions, ModelInfo, create_backend
+from . import api_docs, model_source, playground, tempfiles
+from .backends import Backend, ModelInfo
 from .config import Settings
 from .cpus import usable_cpus
 from .engine import Engine
 from .error_handlers import install_error_handlers
-from .errors import (
-    InvalidRequest,
-    ModelNotFound,
-    NotReady,
-    RequestTimeout,
-    Unauthorized,
-)
-from .gpu_memory import refresh_gpu_memory
+from .loading import Loaded, load_and_warm
 from .logging_setup import Sampler
 from .metrics import Metrics
 from .pipeline import Transcriber
-from .realtime import KEY_SUBPROTOCOL, RealtimeHub
+from .routes import TRANSCRIBE_PATH, add_routes
 from .scratch import ScratchBudget, request_scratch_bytes
 from .timing import server_timing
-from .upload_guard import UploadGuard, require_api_key, token_matches
-from .warmup import to_wav_bytes, warmup_samples
+from .upload_guard import UploadGuard
 
 log = logging.getLogger("asr_inference.app")
 
@@ -57,8 +46,6 @@ def client_request_id(raw: bytes) -> str | None:
 
 
 access_log = logging.getLogger("asr_inference.access")
-TRANSCRIBE_PATH = "/v1/audio/transcriptions"
-CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
 
 
 @dataclass
@@ -66,10 +53,7 @@ class ServerState:
     settings: Settings
     metrics: Metrics
     model_name: str
-    backend: Backend | None = None
-    engine: Engine | None = None
-    transcriber: Transcriber | None = None
-    info: ModelInfo | None = None
+    loaded: Loaded | None = None  # set once, when the model is loaded and warm
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     load_error: str | None = None
     started_at: float = field(default_factory=time.monotonic)
@@ -84,51 +68,29 @@ class ServerState:
         """Every name this server answers to; the first is its id."""
         return self.settings.served_names or [self.model_name]
 
+    # the parts of `loaded`, None until then (the upload guard, the playground and tests read them)
+    @property
+    def engine(self) -> Engine | None:
+        return self.loaded.engine if self.loaded else None
 
-async def _load_and_warm(state: ServerState, pool: ThreadPoolExecutor) -> None:
-    settings, metrics = state.settings, state.metrics
-    loop = asyncio.get_running_loop()
-    backend = await loop.run_in_executor(None, create_backend, settings, metrics)
-    await loop.run_in_executor(None, backend.load)
-    engine = Engine(
-        backend,
-        metrics,
-        max_batch_size=settings.max_batch_size,
-        max_wait_ms=settings.max_wait_ms,
-        max_batch_audio_s=settings.max_batch_audio_s,
-        max_queue_size=settings.max_queue_size,
-        max_queue_wait_s=settings.max_queue_wait_s,
-    )
-    # 1) precision check on a full batch, on the inference thread (fp32 vs the requested reduced precision)
-    samples = warmup_samples(settings)
-    prepared = [await loop.run_in_executor(pool, backend.prepare, s) for s in samples]
-    info = await engine.run_on_device(backend.warm, prepared)
-    if info.precision_fallback_reason is not None:
-        metrics.precision_fallback_total.inc()
-    # 2) the whole path — decode, features, queue, batch, forward, stitch — with the full batch at once
-    engine.start()
-    transcriber = Transcriber(settings, backend, engine, metrics, pool)
-    uploads = [to_wav_bytes(s) for s in samples]
-    engine.queue.max_wait_s = 60.0  # hold the batch until all warm-up items are in: one full-size forward
-    tickets = [engine.ticket().arrive() for _ in uploads]  # not admitted: warm-up is never refused
-    try:
-        await asyncio.gather(
-            *(
-                transcriber.transcribe(io.BytesIO(u), DecodeOptions(), trusted=True, on_queued=t.release)
-                for u, t in zip(uploads, tickets, strict=True)
-            )
-        )
-    finally:
-        engine.queue.max_wait_s = settings.max_wait_ms / 1000
-        for t in tickets:
-            t.release()
-    state.backend, state.engine, state.transcriber, state.info = backend, engine, transcriber, info
-    if info.device.startswith("cuda"):
-        import torch
+    @property
+    def backend(self) -> Backend | None:
+        return self.loaded.backend if self.loaded else None
 
-        metrics.gpu_memory_total_bytes.set(torch.cuda.get_device_properties(torch.device(info.device)).total_memory)
+    @property
+    def transcriber(self) -> Transcriber | None:
+        return self.loaded.transcriber if self.loaded else None
+
+    @property
+    def info(self) -> ModelInfo | None:
+        return self.loaded.info if self.loaded else None
+
+
+async def _load(state: ServerState, pool: ThreadPoolExecutor) -> None:
+    state.loaded = await load_and_warm(state.settings, state.metrics, pool)
+    info = state.loaded.info
     state.ready_after_s = time.monotonic() - state.started_at
-    metrics.model_ready.set(1)
+    state.metrics.model_ready.set(1)
     state.ready.set()
     log.info(
         "ready",
@@ -156,7 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         async def guarded() -> None:
             try:
-                await _load_and_warm(state, pool)
+                await _load(state, pool)
             except Exception as exc:
                 state.load_error = f"{type(exc).__name__}: {exc}"
                 log.critical("model failed to load: %s", state.load_error, exc_info=True)
@@ -188,7 +150,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )  # fmt: skip
     app.add_middleware(RequestContextMiddleware, state=state)
     install_error_handlers(app)
-    _add_routes(app, state)
+    add_routes(app, state)
     playground.install(app, state)  # / and /playground unless --no-playground
     api_docs.install(app, settings)
     return app
@@ -260,163 +222,3 @@ def _log_request(
             **sampled,
         },
     )
-
-
-# ---------------------------------------------------------------------------------------------- routes
-async def _wait_for_disconnect(request: Request) -> None:
-    """Returns when the client goes away. Only called after the body is fully read."""
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return
-
-
-def _add_routes(app: FastAPI, state: ServerState) -> None:
-    settings = state.settings
-
-    def check_auth(request: HTTPConnection) -> None:
-        require_api_key(settings.api_key, request)
-
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> Response:
-        if state.load_error is not None:
-            return JSONResponse({"status": "error", "error": state.load_error}, status_code=503)
-        if state.engine is not None and state.engine.device_failure:  # only a restart gives a working device
-            return JSONResponse({"status": "error", "error": state.engine.device_failure}, status_code=503)
-        return JSONResponse({"status": "ok"})
-
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
-        if state.engine is not None and state.engine.device_failure:
-            return JSONResponse({"status": "error", "error": state.engine.device_failure}, status_code=503)
-        if not state.ready.is_set() or state.info is None:
-            body = {"status": "loading" if state.load_error is None else "error", "model": state.model_name}
-            if state.load_error:
-                body["error"] = state.load_error
-            return JSONResponse(body, status_code=503)
-        info = state.info
-        return JSONResponse(
-            {
-                "status": "ready",
-                "model": info.name,
-                "family": info.family,
-                "device": info.device,
-                "precision": info.precision,
-                "requested_precision": info.requested_precision,
-                "precision_fallback_reason": info.precision_fallback_reason,
-                "precision_check": {
-                    "argmax_agreement": info.precision_agreement,
-                    "cer": info.precision_cer,
-                    "failure": info.precision_check_failure,
-                    "forced": info.precision_forced,
-                },
-                "graph_mode": info.graph_mode,
-                "graph_fallback_reason": info.graph_fallback_reason,
-                "tf32": info.tf32,
-                "max_batch_size": settings.max_batch_size,
-                "scratch": state.scratch.report(),
-                "startup_seconds": round(state.ready_after_s or 0.0, 3),
-            }
-        )
-
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics_endpoint() -> Response:
-        if state.engine is not None:
-            state.engine.queue.drop_abandoned()
-        if state.backend is not None:
-            refresh_gpu_memory(state.metrics, getattr(state.backend, "device", None))
-        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/v1/models")
-    async def list_models(request: Request) -> dict[str, Any]:
-        check_auth(request)
-        return {
-            "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "asr-platform"} for name in state.names],
-        }
-
-    hub = RealtimeHub(settings, state.metrics)
-
-    @app.websocket("/v1/realtime")
-    async def realtime(websocket: WebSocket) -> None:
-        def authorized() -> bool:
-            keys = [p.removeprefix(KEY_SUBPROTOCOL) for p in websocket.scope.get("subprotocols", [])]
-            if settings.api_key is not None and any(token_matches(settings.api_key, k) for k in keys):
-                return True  # browsers cannot set headers on a WebSocket: OpenAI's key subprotocol
-            try:
-                check_auth(websocket)
-            except Unauthorized:
-                return False
-            return True
-
-        ready = state.transcriber if state.ready.is_set() else None
-        await hub.handle(websocket, ready, state.model_name, authorized)
-
-    @app.post(TRANSCRIBE_PATH, response_model=None, responses=api_docs.error_responses(api_docs.TRANSCRIBE_ERRORS))
-    async def transcriptions(
-        request: Request,
-        file: Annotated[UploadFile, File(description="Audio file")],
-        model: Annotated[str | None, Form()] = None,
-        language: Annotated[str | None, Form()] = None,
-        prompt: Annotated[str | None, Form()] = None,
-        response_format: Annotated[str, Form()] = "json",
-        temperature: Annotated[float, Form(ge=0.0, le=1.0)] = 0.0,
-        timestamp_granularities: Annotated[list[str] | None, Form(alias="timestamp_granularities[]")] = None,
-        stream: Annotated[bool, Form()] = False,
-    ) -> Response:
-        check_auth(request)
-        if (parts := len((await request.form()).getlist("file"))) > 1:  # parsed already: FastAPI keeps the form
-            raise InvalidRequest(f"send one `file` part; this request has {parts}")
-        ctx = request.scope["state"]["asr"]
-        if not state.ready.is_set() or state.transcriber is None or state.engine is None:
-            raise NotReady()
-        if model and settings.strict_model_name and model not in state.names:
-            raise ModelNotFound(f"model {model!r} is not served here; this server serves {', '.join(state.names)}")
-        if response_format not in formats.RESPONSE_FORMATS:
-            raise InvalidRequest(
-                f"response_format must be one of {', '.join(formats.RESPONSE_FORMATS)}, not {response_format!r}"
-            )
-        granularities = set(timestamp_granularities or [])
-        if not granularities <= {"segment", "word"}:
-            raise InvalidRequest("timestamp_granularities[] accepts 'segment' and 'word'")
-        lang = (language or "auto").strip().lower()
-        languages = state.backend.languages if state.backend is not None else None
-        if languages is not None and lang not in languages:
-            raise InvalidRequest(f"language {lang!r} is not supported by this model; use one of {sorted(languages)}")
-        options = DecodeOptions(language=lang, use_itn=False, prompt=prompt or None)
-        cutting = chunking.parse(await request.form(), settings)
-        if stream:
-            return streaming.sse_response(state.transcriber, state.engine, file.file, options, cutting, ctx)
-        ticket = ctx.get("ticket") or state.engine.ticket().admit()  # the upload guard admitted it before the parse
-        try:
-            budget = settings.request_timeout_s - (time.perf_counter() - ctx["t0"])
-            work = asyncio.create_task(
-                state.transcriber.transcribe(file.file, options, on_queued=ticket.release, chunking=cutting)
-            )
-            watcher = asyncio.create_task(_wait_for_disconnect(request))
-            done, _ = await asyncio.wait({work, watcher}, timeout=max(budget, 0.001), return_when="FIRST_COMPLETED")
-        finally:
-            ticket.release()
-        if work not in done:
-            work.cancel()  # cancels its queued items: the batcher skips them
-            watcher.cancel()
-            if watcher in done:
-                ctx["override_status"] = CLIENT_CLOSED
-                return Response(status_code=CLIENT_CLOSED)
-            raise RequestTimeout(f"transcription did not finish within {settings.request_timeout_s:g} s")
-        watcher.cancel()
-        transcript, cached = work.result()
-        ctx.update(audio_s=transcript.duration, batch_size=transcript.max_batch_size, cache=cached)
-        ctx["timing"] = {"queue_s": transcript.queue_s, "inference_s": transcript.inference_s}
-
-        if response_format == "text":
-            return PlainTextResponse(transcript.text)
-        if response_format == "srt":
-            return PlainTextResponse(formats.to_srt(transcript), media_type="application/x-subrip")
-        if response_format == "vtt":
-            return PlainTextResponse(formats.to_vtt(transcript), media_type="text/vtt")
-        if response_format == "verbose_json":
-            return JSONResponse(
-                formats.to_verbose_json(transcript, words="word" in granularities, model=state.model_name)
-            )
-        return JSONResponse(formats.to_json(transcript))

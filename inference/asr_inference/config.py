@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     max_batch_audio_s: float = Field(480.0, gt=0)
     """Most padded audio seconds in one batch (items x longest item): bounds accelerator memory per batch."""
 
+    max_length_ratio: float = Field(4.0, ge=0)
+    """Longest item over shortest in one batch (items under 2 s count as 2 s); an item further off leads the next
+    batch instead, so a long file's 30-s windows do not pad short clips to 30 s. 0: no limit."""
+
     max_queue_size: int = Field(256, ge=1)
     """Items waiting for a batch above which new requests are refused with 429 + Retry-After."""
 
@@ -217,3 +221,10 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, v: object) -> object:
         return None if v == "" else v
+
+    @field_validator("max_length_ratio")
+    @classmethod
+    def _check_length_ratio(cls, v: float) -> float:
+        if 0 < v < 1:
+            raise ValueError("max_length_ratio must be 0 (no limit) or at least 1")
+        return v

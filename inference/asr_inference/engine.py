@@ -2,7 +2,8 @@
 
 Shape follows Ray Serve's `_BatchQueue`: a queue plus a full-batch event; the batcher takes the first waiting
 item, then keeps taking items until the batch is full (`max_batch_size` items or `max_batch_audio_s` padded audio
-seconds) or the first item's deadline passes (`max_wait_ms`, a monotonic deadline that only shrinks). Each batch
+seconds) or the first item's deadline passes (`max_wait_ms`, a monotonic deadline that only shrinks). Items of
+very different lengths (`max_length_ratio`) go to different batches: padding is paid by every item. Each batch
 is sorted by length to limit padding and handed to ONE inference thread per device, so the accelerator sees one
 batch at a time while decoding and feature work for the next batch go on in other threads. Results are checked
 for count and delivered to each item's future (`if not fut.done()`: the request may have timed out or its client
@@ -30,6 +31,9 @@ from .metrics import Metrics
 
 log = logging.getLogger("asr_inference.engine")
 T = TypeVar("T")
+# items shorter than this count as this long for max_length_ratio: padding a short clip to 2 s costs less than the
+# fixed cost of a batch of its own
+LENGTH_RATIO_FLOOR_S = 2.0
 
 
 @dataclass
@@ -61,10 +65,12 @@ class BatchQueue:
         max_batch_audio_s: float,
         metrics: Metrics,
         pending: Callable[[], int] | None = None,
+        max_length_ratio: float = 0.0,
     ):
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_batch_audio_s = max_batch_audio_s
+        self.max_length_ratio = max_length_ratio
         self._items: collections.deque[WorkItem] = collections.deque()
         self._nonempty = asyncio.Event()
         self.full_batch_event = asyncio.Event()
@@ -122,9 +128,41 @@ class BatchQueue:
         if any(it.future.done() for it in self._items):
             self._items = collections.deque(it for it in self._items if not it.future.done())
 
-    def _fits(self, batch: list[WorkItem], item: WorkItem) -> bool:
+    def _within_budget(self, batch: list[WorkItem], item: WorkItem) -> bool:
         longest = max([it.prepared.duration_s for it in batch] + [item.prepared.duration_s])
         return len(batch) < self.max_batch_size and (len(batch) + 1) * longest <= self.max_batch_audio_s
+
+    def _similar(self, batch: list[WorkItem], item: WorkItem) -> bool:
+        """Lengths within `max_length_ratio` of each other (below `LENGTH_RATIO_FLOOR_S` they count as that)."""
+        if not self.max_length_ratio:
+            return True
+        lengths = [max(it.prepared.duration_s, LENGTH_RATIO_FLOOR_S) for it in (*batch, item)]
+        return max(lengths) <= self.max_length_ratio * min(lengths)
+
+    def _take_joinable(self, batch: list[WorkItem]) -> bool:
+        """Move the queued items that may join `batch` into it, in the fair order; True if it is now closed (full,
+        or the next item's padding would pass the audio budget). An item of a very different length is passed
+        over, not taken: it stays first in the queue and leads the next batch. Past it, only items of its round
+        or an earlier one may join, so passing over never lets a later round (a long file's next window) ahead of
+        a request's turn."""
+        index, last_turn = 0, None
+        while index < len(self._items) and len(batch) < self.max_batch_size:
+            item = self._items[index]
+            if item.future.done():
+                del self._items[index]
+                continue
+            if last_turn is not None and item.turn > last_turn:
+                return False
+            if not self._similar(batch, item):
+                last_turn = item.turn if last_turn is None else last_turn
+                index += 1
+                continue
+            if not self._within_budget(batch, item):
+                return True
+            del self._items[index]
+            self._round = max(self._round, item.turn)
+            batch.append(item)
+        return len(batch) >= self.max_batch_size
 
     async def wait_for_batch(self) -> list[WorkItem]:
         first = None
@@ -136,17 +174,10 @@ class BatchQueue:
         batch = [first]
         deadline = first.enqueued_at + self.max_wait_s
         while True:
-            while self._items and len(batch) < self.max_batch_size:
-                nxt = self._items[0]
-                if nxt.future.done():
-                    self._items.popleft()
-                    continue
-                if not self._fits(batch, nxt):
-                    break
-                batch.append(self._take())
-            full = len(batch) >= self.max_batch_size or (bool(self._items) and not self._fits(batch, self._items[0]))
+            closed = self._take_joinable(batch)
             remaining = deadline - time.monotonic()
-            if full or remaining <= 0 or (not self._items and self.pending() == 0):
+            # not closed: nothing queued can join; only a request still on its way could
+            if closed or remaining <= 0 or self.pending() == 0:
                 break
             self.full_batch_event.clear()
             self._forming = len(batch)
@@ -206,13 +237,19 @@ class Engine:
         max_batch_audio_s: float,
         max_queue_size: int,
         max_queue_wait_s: float = 0.0,
+        max_length_ratio: float = 0.0,
     ) -> None:
         self.backend = backend
         self.metrics = metrics
         self.max_queue_size = max_queue_size
         self.max_queue_wait_s = max_queue_wait_s
         self.queue = BatchQueue(
-            max_batch_size, max_wait_ms / 1000, max_batch_audio_s, metrics, pending=lambda: self._arriving
+            max_batch_size,
+            max_wait_ms / 1000,
+            max_batch_audio_s,
+            metrics,
+            pending=lambda: self._arriving,
+            max_length_ratio=max_length_ratio,
         )
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-inference")
         self._task: asyncio.Task[None] | None = None

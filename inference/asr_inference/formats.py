@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 ResponseFormat = Literal["json", "text", "verbose_json", "srt", "vtt"]
-RESPONSE_FORMATS: tuple[str, ...] = ("json", "text", "verbose_json", "srt", "vtt")
+RESPONSE_FORMATS: tuple[str, ...] = get_args(ResponseFormat)
 
 
 @dataclass

@@ -164,6 +164,7 @@ def server_env(asr: ASR) -> dict[str, str]:
             "ASR_MAX_BATCH_SIZE": str(s.batching.max_batch_size),
             "ASR_MAX_WAIT_MS": str(s.batching.max_wait_ms),
             "ASR_MAX_BATCH_AUDIO_S": _num(s.batching.max_batch_audio_seconds),
+            "ASR_MAX_LENGTH_RATIO": f"{s.batching.max_length_ratio:g}",
             "ASR_MAX_QUEUE_SIZE": str(s.batching.max_queue_size),
             "ASR_MAX_QUEUE_WAIT_S": f"{s.batching.max_queue_wait_seconds:g}",
             "ASR_REQUEST_TIMEOUT_S": str(s.limits.request_timeout_seconds),

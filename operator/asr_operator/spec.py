@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
 from . import quantity
@@ -65,8 +65,16 @@ class Batching(_Model):
     max_batch_size: int = Field(default=16, ge=1, le=1024)
     max_wait_ms: int = Field(default=10, ge=0, le=10_000)
     max_batch_audio_seconds: float = Field(default=480, ge=1, le=36_000)
+    max_length_ratio: float = Field(default=4, ge=0, le=1000)
     max_queue_size: int = Field(default=256, ge=1, le=100_000)
     max_queue_wait_seconds: float = Field(default=0, ge=0, le=3600)
+
+    @field_validator("max_length_ratio")
+    @classmethod
+    def _no_limit_or_at_least_one(cls, v: float) -> float:
+        if 0 < v < 1:
+            raise ValueError("maxLengthRatio is 0 (no limit) or at least 1")
+        return v
 
 
 class Limits(_Model):

@@ -40,6 +40,8 @@ def test_every_setting_is_a_flag_and_an_env_var(monkeypatch: pytest.MonkeyPatch)
         parse_settings(["--precision", "int3"])
     with pytest.raises(ValueError, match="device"):
         Settings(device="tpu")
+    with pytest.raises(ValueError, match="max_length_ratio"):
+        Settings(max_length_ratio=0.5)
     for name, field in Settings.model_fields.items():
         assert field.description, f"setting {name} has no docstring"
 

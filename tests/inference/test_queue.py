@@ -141,6 +141,36 @@ async def test_a_short_request_behind_a_long_file_waits_for_one_of_its_windows_n
     assert batch == [windows[0], clip]  # FIFO would have been windows[0], windows[1]; the clip the fifth batch
 
 
+async def test_a_clip_is_not_padded_to_a_long_files_window() -> None:
+    """With a length ratio, the clip passed over by the window's batch leads the next one; the window's batch does
+    not reach past it into the file's later windows, and the clip's batch takes other clips, not the next window."""
+    q = BatchQueue(max_batch_size=4, max_wait_s=0, max_batch_audio_s=1000, metrics=Metrics(), max_length_ratio=4)
+    long_file = _Request()
+    windows = [_of(long_file, 30) for _ in range(4)]
+    for w in windows:
+        q.put(w)
+    clips = [_of(_Request(), 5) for _ in range(3)]
+    for c in clips:
+        q.put(c)
+    first = await asyncio.wait_for(q.wait_for_batch(), 1)
+    second = await asyncio.wait_for(q.wait_for_batch(), 1)
+    third = await asyncio.wait_for(q.wait_for_batch(), 1)
+    assert first == [windows[0]]  # not windows[0..3]: they are later rounds than the clips passed over
+    assert second == clips  # windows[1] (round 1) is passed over; it comes after the clips of round 0
+    assert third == windows[1:]  # alone, the file's windows batch together
+
+
+async def test_length_ratio_leaves_short_clips_together() -> None:
+    """Under the 2-s floor lengths count as 2 s, so a 0.3-s and a 5-s clip still share a batch (ratio 2.5)."""
+    q = BatchQueue(max_batch_size=8, max_wait_s=0, max_batch_audio_s=1000, metrics=Metrics(), max_length_ratio=4)
+    items = [_item(d) for d in (0.3, 5, 1, 9, 2)]
+    for it in items:
+        q.put(it)
+    batch = await asyncio.wait_for(q.wait_for_batch(), 1)
+    assert batch == [items[0], items[1], items[2], items[4]]  # 9 s is 4.5 x the 2-s floor: the next batch
+    assert await asyncio.wait_for(q.wait_for_batch(), 1) == [items[3]]
+
+
 async def test_requests_take_turns_and_a_newcomer_joins_the_current_round() -> None:
     q = BatchQueue(max_batch_size=1, max_wait_s=0, max_batch_audio_s=1000, metrics=Metrics())
     a, b, c = _Request(), _Request(), _Request()

@@ -363,6 +363,13 @@ def test_configmap_carries_the_queue_wait_budget() -> None:
     assert build_configmap(asr_for(spec))["data"]["ASR_MAX_QUEUE_WAIT_S"] == "2.5"
 
 
+def test_max_length_ratio_reaches_the_server() -> None:
+    spec = copy.deepcopy(SPECS["sensevoice-gpu-keda"])
+    assert build_configmap(asr_for(spec))["data"]["ASR_MAX_LENGTH_RATIO"] == "4"  # default: the server's own
+    spec.setdefault("batching", {})["maxLengthRatio"] = 0
+    assert build_configmap(asr_for(spec))["data"]["ASR_MAX_LENGTH_RATIO"] == "0"
+
+
 def test_configmap_values_parse_with_the_servers_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """The env-var contract: every ASR_* value is accepted by asr_inference.config.Settings."""
     from asr_inference import config

@@ -189,6 +189,12 @@ def test_memory_cache_must_fit_the_memory_limit() -> None:
         parse_spec({"model": {"source": "x", "cache": {"emptyDir": {"sizeLimit": "9Gi", "medium": "Memory"}}}})
 
 
+def test_a_length_ratio_under_one_is_invalid_and_zero_means_no_limit() -> None:
+    with pytest.raises(InvalidSpec, match="maxLengthRatio"):
+        parse_spec({"model": {"source": "x"}, "batching": {"maxLengthRatio": 0.5}})
+    assert parse_spec({"model": {"source": "x"}, "batching": {"maxLengthRatio": 0}}).batching.max_length_ratio == 0
+
+
 def test_schema_level_problems_are_invalid_spec_too() -> None:
     with pytest.raises(InvalidSpec, match="device"):
         parse_spec({"model": {"source": "x"}, "device": "tpu"})

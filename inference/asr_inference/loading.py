@@ -1,0 +1,77 @@
+"""Load and warm the model: everything a ready server has, made once, as one `Loaded` object.
+
+Routes check one thing (`state.loaded`) instead of four Optionals that are only ever set together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from .backends import Backend, DecodeOptions, ModelInfo, create_backend
+from .config import Settings
+from .engine import Engine
+from .metrics import Metrics
+from .pipeline import Transcriber
+from .warmup import to_wav_bytes, warmup_samples
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded, warmed model and the engine and transcriber that serve it."""
+
+    backend: Backend
+    engine: Engine
+    transcriber: Transcriber
+    info: ModelInfo
+
+
+async def load_and_warm(settings: Settings, metrics: Metrics, pool: ThreadPoolExecutor) -> Loaded:
+    """Load the backend, check its precision on a full batch, and run the whole path once with a full batch."""
+    loop = asyncio.get_running_loop()
+    backend = await loop.run_in_executor(None, create_backend, settings, metrics)
+    await loop.run_in_executor(None, backend.load)
+    engine = Engine(
+        backend,
+        metrics,
+        max_batch_size=settings.max_batch_size,
+        max_wait_ms=settings.max_wait_ms,
+        max_batch_audio_s=settings.max_batch_audio_s,
+        max_queue_size=settings.max_queue_size,
+        max_queue_wait_s=settings.max_queue_wait_s,
+        max_length_ratio=settings.max_length_ratio,
+    )
+    # 1) precision check on a full batch, on the inference thread (fp32 vs the requested reduced precision)
+    samples = warmup_samples(settings)
+    prepared = [await loop.run_in_executor(pool, backend.prepare, s) for s in samples]
+    info = await engine.run_on_device(backend.warm, prepared)
+    if info.precision_fallback_reason is not None:
+        metrics.precision_fallback_total.inc()
+    # 2) the whole path — decode, features, queue, batch, forward, stitch — with the full batch at once
+    engine.start()
+    transcriber = Transcriber(settings, backend, engine, metrics, pool)
+    await _warm_whole_path(settings, engine, transcriber, [to_wav_bytes(s) for s in samples])
+    if info.device.startswith("cuda"):
+        import torch
+
+        metrics.gpu_memory_total_bytes.set(torch.cuda.get_device_properties(torch.device(info.device)).total_memory)
+    return Loaded(backend, engine, transcriber, info)
+
+
+async def _warm_whole_path(settings: Settings, engine: Engine, transcriber: Transcriber, uploads: list[bytes]) -> None:
+    # one full-size forward: hold the batch until all warm-up items are in, whatever their spread of lengths
+    engine.queue.max_wait_s, engine.queue.max_length_ratio = 60.0, 0.0
+    tickets = [engine.ticket().arrive() for _ in uploads]  # not admitted: warm-up is never refused
+    try:
+        await asyncio.gather(
+            *(
+                transcriber.transcribe(io.BytesIO(u), DecodeOptions(), trusted=True, on_queued=t.release)
+                for u, t in zip(uploads, tickets, strict=True)
+            )
+        )
+    finally:
+        engine.queue.max_wait_s, engine.queue.max_length_ratio = settings.max_wait_ms / 1000, settings.max_length_ratio
+        for t in tickets:
+            t.release()
