@@ -214,8 +214,19 @@ def phase_slowloris(plan: OverloadPlan) -> None:
 PHASES = (phase_capacity, phase_sweep, phase_slowloris, phase_mixed)  # mixed last: it leaves a long decode behind
 
 
-def run_phases(plan: OverloadPlan, progress: Any = None) -> dict[str, Any]:
-    for phase in PHASES:
+def select_phases(names: Sequence[str] | None) -> tuple[Any, ...]:
+    """The phases named (all when None), in their fixed order; the sweep needs the capacity it is a multiple of."""
+    known = {phase.__name__.removeprefix("phase_"): phase for phase in PHASES}
+    if names is None:
+        return PHASES
+    if unknown := set(names) - set(known):
+        raise ValueError(f"unknown overload phase(s) {sorted(unknown)}; known: {', '.join(known)}")
+    wanted = set(names) | ({"capacity"} if "sweep" in names else set())
+    return tuple(phase for name, phase in known.items() if name in wanted)
+
+
+def run_phases(plan: OverloadPlan, progress: Any = None, phases: Sequence[Any] = PHASES) -> dict[str, Any]:
+    for phase in phases:
         name = phase.__name__.removeprefix("phase_")
         if progress is not None:
             progress(name)
@@ -225,7 +236,10 @@ def run_phases(plan: OverloadPlan, progress: Any = None) -> dict[str, Any]:
 
 def headline(results: dict[str, Any]) -> list[str]:
     """One line per cell, ratios first: what docs/performance.md quotes."""
-    lines = [f"capacity: {results['capacity']['rps']:.1f} answered/s with {results['capacity']['clients']} clients"]
+    lines = []
+    if "capacity" in results:
+        cap = results["capacity"]
+        lines.append(f"capacity: {cap['rps']:.1f} answered/s with {cap['clients']} clients")
     for c in results.get("sweep", []):
         m = c["metrics"]
         lines.append(
@@ -246,6 +260,7 @@ def run(args: Any, model: Any, clips: Sequence[Clip]) -> dict[str, Any]:
     """Start one server (unless --url), run the phases, return the result (cli.main writes and prints it)."""
     from .servers import ServerProcess, standard_configs
 
+    phases = select_phases(getattr(args, "overload_phases", None))  # before a server starts: a typo fails at once
     cell_s = args.cell_seconds or (3.0 if args.quick else 20.0)
     long_s = 60.0 * (args.long_file_minutes if args.long_file_minutes is not None else (0.5 if args.quick else 30))
     server: ServerProcess | None = None
@@ -263,7 +278,7 @@ def run(args: Any, model: Any, clips: Sequence[Clip]) -> dict[str, Any]:
                         clients=4 if args.quick else CLIENTS, stalled=5 if args.quick else STALLED,
                         sweep=(1.0, 5.0) if args.quick else SWEEP)  # fmt: skip
     try:
-        results = run_phases(plan, progress=lambda name: print(f"asr-bench: overload phase {name}", flush=True))
+        results = run_phases(plan, lambda name: print(f"asr-bench: overload phase {name}", flush=True), phases)
     finally:
         if server is not None:
             server.stop()

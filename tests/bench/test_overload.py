@@ -68,3 +68,13 @@ def test_long_clip_is_the_clips_played_in_turn() -> None:
         start += n
     # after every clip once, the first one again
     np.testing.assert_allclose(samples[start:], clips[0].samples()[:16000], atol=1 / 32767)
+
+
+def test_phases_are_chosen_by_name_and_the_sweep_brings_its_capacity() -> None:
+    from asr_bench.overload import PHASES, select_phases
+
+    names = [p.__name__.removeprefix("phase_") for p in select_phases(["mixed", "sweep"])]
+    assert names == ["capacity", "sweep", "mixed"]  # the fixed order, capacity added for the sweep
+    assert select_phases(None) == PHASES
+    with pytest.raises(ValueError, match="known: capacity"):
+        select_phases(["mixd"])
