@@ -271,6 +271,7 @@ def metrics_delta(
         "batches": round(batches),
         "items": round(d("asr_batch_size_sum")),
         "mean_batch_size": round(d("asr_batch_size_sum") / batches, 3) if batches else 0.0,
+        "audio_s": round(d("asr_batch_audio_seconds_sum"), 3),  # audio in the batches (unpadded)
         "histogram": {k: v for k, v in histogram.items() if v},
         "stages": stages,
     }

@@ -185,11 +185,18 @@ def phase_mixed(plan: OverloadPlan) -> None:
         longf.cancel()  # the client hangs up; the server drops the rest of its work (or finishes it, unmeasured)
         return short
 
-    alone = _summary(asyncio.run(_closed(plan, plan.clients)))
-    mixed = _summary(asyncio.run(beside_long()))
+    async def with_batches(cell: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The cell's summary and what the server's batches held meanwhile (sizes, audio, stage times)."""
+        before = await load.scrape(plan.url)
+        summary = _summary(await cell)
+        return summary, load.metrics_delta(before, await load.scrape(plan.url))
+
+    alone, alone_batches = asyncio.run(with_batches(_closed(plan, plan.clients)))
+    mixed, mixed_batches = asyncio.run(with_batches(beside_long()))
     plan.results["mixed"] = {
         "long_file_s": round(plan.long_clip.duration_s, 1), "short_alone": alone, "short_beside_long": mixed,
         "short_p95_ratio": report._ratio(mixed["p95_s"], alone["p95_s"]),
+        "batches_alone": alone_batches, "batches_beside_long": mixed_batches,
     }  # fmt: skip
 
 

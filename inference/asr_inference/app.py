@@ -29,6 +29,7 @@ from .loading import Loaded, load_and_warm
 from .logging_setup import Sampler
 from .metrics import Metrics
 from .pipeline import Transcriber
+from .realtime import RealtimeHub
 from .routes import TRANSCRIBE_PATH, add_routes
 from .scratch import ScratchBudget, request_scratch_bytes
 from .timing import server_timing
@@ -62,6 +63,17 @@ class ServerState:
     # serving 503s until a startup probe gives up
     on_load_failure: Callable[[str], None] | None = None
     scratch: ScratchBudget = field(default_factory=lambda: ScratchBudget(None, tempfile.gettempdir()))  # no limit
+    realtime: RealtimeHub = field(init=False)  # the realtime sessions (drained at shutdown, before the sockets close)
+    drain_deadline: float | None = None  # monotonic; set when the drain starts (asr-serve, on SIGTERM)
+
+    def __post_init__(self) -> None:
+        self.realtime = RealtimeHub(self.settings, self.metrics)
+
+    def drain_left_s(self) -> float:
+        """What is left of --drain-timeout-s for the next step of the drain (all of it before the drain starts)."""
+        if self.drain_deadline is None:
+            return self.settings.drain_timeout_s
+        return max(self.drain_deadline - time.monotonic(), 0.0)
 
     @property
     def names(self) -> list[str]:
@@ -131,7 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             loader.cancel()
             if state.engine is not None:
-                drained = await state.engine.drain(settings.drain_timeout_s)
+                drained = await state.engine.drain(state.drain_left_s())
                 log.info("shutdown", extra={"drained": drained})
                 await state.engine.stop()
             pool.shutdown(wait=False, cancel_futures=True)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, get_args
 
@@ -77,7 +78,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"asr-serve: invalid settings:\n{exc}", file=sys.stderr)
         return 2
     configure_logging(settings)
-    import uvicorn
 
     from .app import create_app
 
@@ -87,14 +87,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.critical("cannot serve: %s", exc)
         print(f"asr-serve: {exc}", file=sys.stderr)
         return 1
-    server = uvicorn.Server(uvicorn_config(app, settings))
+    from .graceful import DrainingServer
+
+    state = app.state.asr
+
+    async def drain_streams() -> None:
+        """First step of the drain; uvicorn's connection close and the engine's drain get what is left of it."""
+        state.drain_deadline = time.monotonic() + settings.drain_timeout_s
+        await state.realtime.drain(settings.drain_timeout_s)
+        if server.config.timeout_graceful_shutdown is not None:
+            server.config.timeout_graceful_shutdown = max(1, int(state.drain_left_s()))
+
+    server = DrainingServer(uvicorn_config(app, settings), drain_streams)
     sock = dual_stack_socket(settings.host, settings.port)  # --host ::: both families where IPv6 exists
 
     def stop_on_load_failure(reason: str) -> None:
         print(f"asr-serve: model failed to load, exiting: {reason}", file=sys.stderr, flush=True)
         server.should_exit = True
 
-    app.state.asr.on_load_failure = stop_on_load_failure
+    state.on_load_failure = stop_on_load_failure
     # uvicorn drains on SIGTERM, then re-raises the signal at the handler it found: make that a no-op so a
     # graceful drain ends with exit code 0 (what Kubernetes and supervisors read as a clean stop).
     signal.signal(signal.SIGTERM, lambda *_: None)

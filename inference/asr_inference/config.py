@@ -201,6 +201,11 @@ class Settings(BaseSettings):
     stream_max_pending: int = Field(4, ge=1)
     """Finished utterances of one realtime session waiting for text; past this its socket is not read (backpressure)."""
 
+    stream_partial_interval_ms: int = Field(500, ge=0)
+    """Realtime sessions with server VAD: a partial transcript of the open utterance every this many ms of its
+    audio (its newly settled text sent as `...delta`), decoded as background work that other work always goes
+    ahead of and that is skipped under load. 0: no partials, one delta with the final text."""
+
     @property
     def served_names(self) -> list[str]:
         """`served_model_name` split on commas (empty when unset)."""

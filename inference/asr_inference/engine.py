@@ -14,183 +14,21 @@ item, so only the item that fails alone gets the error.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .backends import Backend, DecodeOptions, ItemResult, Prepared
+from .batch_queue import BatchQueue, WorkItem
 from .device_faults import is_out_of_memory, release_cached_memory, sticky_device_error
 from .errors import DeviceFailed, InferenceFailed, NotReady, QueueFull
 from .metrics import Metrics
 
 log = logging.getLogger("asr_inference.engine")
 T = TypeVar("T")
-# items shorter than this count as this long for max_length_ratio: padding a short clip to 2 s costs less than the
-# fixed cost of a batch of its own
-LENGTH_RATIO_FLOOR_S = 2.0
-
-
-@dataclass
-class WorkItem:
-    prepared: Prepared
-    options: DecodeOptions
-    future: asyncio.Future[ItemResult]
-    enqueued_at: float = field(default_factory=time.monotonic)
-    batch_size: int = 0  # size of the batch it ran in (for the request log)
-    queue_s: float = 0.0  # from queued until its batch was formed (for the Server-Timing header)
-    batch_s: float = 0.0  # forward time of the batch it ran in
-    batch_started: float = 0.0  # tells one request's items that shared a batch apart from ones that did not
-    request: object | None = None  # the request it belongs to (its turn in the fair order); None: its own request
-    turn: int = 0  # set by BatchQueue.put: the round in which it is served
-
-
-class BatchQueue:
-    """Waiting items + the batch-forming policy. Lives on the event loop; not thread-safe.
-
-    Fair order: items are served in rounds, one item per request per round (start-time fair queuing with a unit
-    cost per item). A long file's windows queue round after round, so a short clip that arrives behind them waits
-    for at most one of them (and the batch running), not for all of them.
-    """
-
-    def __init__(
-        self,
-        max_batch_size: int,
-        max_wait_s: float,
-        max_batch_audio_s: float,
-        metrics: Metrics,
-        pending: Callable[[], int] | None = None,
-        max_length_ratio: float = 0.0,
-    ):
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_s
-        self.max_batch_audio_s = max_batch_audio_s
-        self.max_length_ratio = max_length_ratio
-        self._items: collections.deque[WorkItem] = collections.deque()
-        self._nonempty = asyncio.Event()
-        self.full_batch_event = asyncio.Event()
-        self._forming = 0  # items already taken into the batch being formed
-        self._round = 0  # the turn of the item served last: a request that arrives now starts in this round
-        self._last_turn: weakref.WeakKeyDictionary[object, int] = weakref.WeakKeyDictionary()
-        self._metrics = metrics
-        # requests that have arrived but not queued an item yet (the Engine's count); with none and an empty queue,
-        # nothing can join the batch, so waiting would only add latency. Unknown (a bare queue): assume one.
-        self.pending: Callable[[], int] = pending or (lambda: 1)
-        # computed at every scrape from the deque itself: a value set on put/pop goes stale when waiters leave
-        # (abandoned items are dropped without a set), and this is what KEDA/HPA scale on
-        metrics.queue_depth.set_function(self.live_count)
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def live_count(self) -> int:
-        """Queued items whose request still waits for them."""
-        return sum(1 for it in self._items if not it.future.done())
-
-    def ahead_of_a_new_request(self) -> int:
-        """Queued items a request arriving now would wait behind: its first item is served in the current round,
-        after the items of that round (later rounds, e.g. a long file's remaining windows, come after it)."""
-        return sum(1 for it in self._items if it.turn <= self._round)
-
-    def put(self, item: WorkItem) -> None:
-        """Queue the item in its request's next round, after every item of that round or an earlier one."""
-        turn = self._round
-        if item.request is not None:
-            turn = max(self._last_turn.get(item.request, turn - 1) + 1, self._round)
-            self._last_turn[item.request] = turn
-        item.turn = turn
-        position = len(self._items)
-        while position > 0 and self._items[position - 1].turn > turn:
-            position -= 1
-        self._items.insert(position, item)
-        self._nonempty.set()
-        self.full_batch_event.set()  # the forming batch re-checks: full, over budget, or nothing more on its way
-
-    def _pop_live(self) -> WorkItem | None:
-        """Next item whose request still waits for it; abandoned ones (timed out, disconnected) are dropped."""
-        while self._items:
-            item = self._take()
-            if not item.future.done():
-                return item
-        return None
-
-    def _take(self) -> WorkItem:
-        item = self._items.popleft()
-        self._round = max(self._round, item.turn)
-        return item
-
-    def drop_abandoned(self) -> None:
-        if any(it.future.done() for it in self._items):
-            self._items = collections.deque(it for it in self._items if not it.future.done())
-
-    def _within_budget(self, batch: list[WorkItem], item: WorkItem) -> bool:
-        longest = max([it.prepared.duration_s for it in batch] + [item.prepared.duration_s])
-        return len(batch) < self.max_batch_size and (len(batch) + 1) * longest <= self.max_batch_audio_s
-
-    def _similar(self, batch: list[WorkItem], item: WorkItem) -> bool:
-        """Lengths within `max_length_ratio` of each other (below `LENGTH_RATIO_FLOOR_S` they count as that)."""
-        if not self.max_length_ratio:
-            return True
-        lengths = [max(it.prepared.duration_s, LENGTH_RATIO_FLOOR_S) for it in (*batch, item)]
-        return max(lengths) <= self.max_length_ratio * min(lengths)
-
-    def _take_joinable(self, batch: list[WorkItem]) -> bool:
-        """Move the queued items that may join `batch` into it, in the fair order; True if it is now closed (full,
-        or the next item's padding would pass the audio budget). An item of a very different length is passed
-        over, not taken: it stays first in the queue and leads the next batch. Past it, only items of its round
-        or an earlier one may join, so passing over never lets a later round (a long file's next window) ahead of
-        a request's turn."""
-        index, last_turn = 0, None
-        while index < len(self._items) and len(batch) < self.max_batch_size:
-            item = self._items[index]
-            if item.future.done():
-                del self._items[index]
-                continue
-            if last_turn is not None and item.turn > last_turn:
-                return False
-            if not self._similar(batch, item):
-                last_turn = item.turn if last_turn is None else last_turn
-                index += 1
-                continue
-            if not self._within_budget(batch, item):
-                return True
-            del self._items[index]
-            self._round = max(self._round, item.turn)
-            batch.append(item)
-        return len(batch) >= self.max_batch_size
-
-    async def wait_for_batch(self) -> list[WorkItem]:
-        first = None
-        while first is None:
-            await self._nonempty.wait()
-            first = self._pop_live()
-            if first is None:
-                self._nonempty.clear()
-        batch = [first]
-        deadline = first.enqueued_at + self.max_wait_s
-        while True:
-            closed = self._take_joinable(batch)
-            remaining = deadline - time.monotonic()
-            # not closed: nothing queued can join; only a request still on its way could
-            if closed or remaining <= 0 or self.pending() == 0:
-                break
-            self.full_batch_event.clear()
-            self._forming = len(batch)
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.full_batch_event.wait(), remaining)
-            finally:
-                self._forming = 0
-        if not self._items:
-            self._nonempty.clear()
-        if len(self._items) < self.max_batch_size:
-            self.full_batch_event.clear()
-        return batch
 
 
 class Ticket:
@@ -277,9 +115,7 @@ class Engine:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for item in list(self.queue._items):
-            if not item.future.done():
-                item.future.set_exception(NotReady("server is shutting down"))
+        self.queue.abandon_all(NotReady("server is shutting down"))
         self._executor.shutdown(wait=True)
 
     # ------------------------------------------------------------------ admission
@@ -309,7 +145,7 @@ class Engine:
     def _wait_of_a_new_request(self) -> float:
         # what would be served before it: the items ahead of it in the fair order and complete bodies being
         # prepared; not uploads still in progress (a stalled upload holds a slot in max_queue_size, but no time on
-        # the device), nor a long file's windows of later rounds. Counted only when needed (a scan of the queue).
+        # the device), nor a long file's windows that start later. Counted only when needed (a scan of the queue).
         return self.expected_wait_s(self.queue.ahead_of_a_new_request() + self._arriving)
 
     def expected_wait_s(self, ahead: int) -> float:
@@ -322,12 +158,19 @@ class Engine:
         """Run `fn` on the inference thread (warm-up, precision checks): never beside a batch."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def submit(self, prepared: Prepared, options: DecodeOptions, request: object | None = None) -> WorkItem:
-        """Queue one item; `request` (any object that lives as long as the request) gives its turn in the fair
-        order: items of one request are served one per round."""
+    def submit(
+        self, prepared: Prepared, options: DecodeOptions, request: object | None = None, *, background: bool = False
+    ) -> WorkItem:
+        """Queue one item; `request` (any object that lives as long as the request) gives its place in the fair
+        order: each item of a request starts where the request's previous one finished. `background`: optional
+        work, run only in room no other item needs; QueueFull at once while a batch of other work waits."""
         if self._task is None or self._task.done():
             raise NotReady("inference engine is not running")
-        item = WorkItem(prepared, options, asyncio.get_running_loop().create_future(), request=request)
+        if background and not self.queue.has_room_for_background():
+            raise QueueFull("busy: background work is shed", retry_after_s=1)
+        item = WorkItem(
+            prepared, options, asyncio.get_running_loop().create_future(), request=request, background=background
+        )
         self.queue.put(item)
         return item
 

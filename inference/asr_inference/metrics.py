@@ -114,11 +114,21 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.stream_partials_total = Counter(
+            "asr_stream_partials",
+            "Realtime partial decodes of open utterances, by outcome: sent (new settled text), unchanged (none), "
+            "shed (skipped: a batch of other work was waiting); revised counts utterances whose final text "
+            "changed what their partials had sent (the completed event carries the final text).",
+            ["outcome"],
+            registry=r,
+        )
         self.streams_rejected_total = Counter(
             "asr_streams_rejected", "Realtime sessions refused because stream_max_sessions were open.", registry=r
         )
         for kind in ("realtime", "sse"):
             self.active_streams.labels(kind=kind)
+        for outcome in ("sent", "unchanged", "shed", "revised"):
+            self.stream_partials_total.labels(outcome=outcome)
         for stage in STAGES:  # pre-create the label sets so every series exists from the first scrape
             self.stage_duration_seconds.labels(stage=stage)
 

@@ -183,10 +183,13 @@ class Transcriber:
         prepared: Prepared | None = None,
         chunking: chunking_mod.Chunking | None = None,
         on_segment: SegmentCallback | None = None,
+        background: bool = False,
     ) -> Transcript:
         """`prepared`: the features of the whole audio, already made (audio that fits one window).
         `on_segment` gets each segment (its text as in the final transcript) in order, as soon as it and every
-        segment before it are done: what `stream=true` sends as deltas."""
+        segment before it are done: what `stream=true` sends as deltas.
+        `background`: optional work (a realtime partial), served after all other work and refused (QueueFull) while
+        a batch of other work waits."""
         duration = len(samples) / audio_mod.SAMPLE_RATE
         windows = await self._plan(samples, duration, chunking or self.default_chunking)
         in_order = _InOrder(windows, on_segment, self._segment) if on_segment is not None else None
@@ -194,7 +197,7 @@ class Transcriber:
         batch_sizes: list[int] = []
         queue_s: list[float] = []
         batch_s: dict[float, float] = {}  # batch start -> its forward time: items sharing a batch count once
-        request = _RequestToken()  # this transcription's turn in the queue's fair order (one window per round)
+        request = _RequestToken()  # this transcription's place in the queue's fair order
 
         async def run_window(w: Window) -> ItemResult:
             async with in_flight:
@@ -204,7 +207,7 @@ class Transcriber:
                 else:
                     chunk = np.array(samples[a:b], dtype=np.float32)  # copy: pages in only this window
                     ready = await self._in_pool(self.backend.prepare, chunk, stage="features")
-                item = self.engine.submit(ready, options, request)
+                item = self.engine.submit(ready, options, request, background=background)
                 if on_queued is not None:
                     on_queued()  # its items now count in the queue itself
                 result = await item.future

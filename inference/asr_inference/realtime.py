@@ -6,10 +6,15 @@ Client events: `transcription_session.update` / `session.update`, `input_audio_b
 `conversation.item.input_audio_transcription.delta/completed`, `error`.
 
 Every finished utterance goes through `Transcriber.transcribe_samples`, i.e. the same engine queue as uploads, so
-utterances of many sessions (and uploads) share batches. Per session: at most `stream_max_pending` utterances
-await text (then the socket is not read: TCP backpressure), the audio buffer is bounded (realtime_session.py),
-a message larger than `stream_max_message_kb` or one that is not a valid event closes that session with an
-`error` event, and silence on the socket for `stream_idle_timeout_s` closes it after its open utterance.
+utterances of many sessions (and uploads) share batches. While an utterance is open (server VAD), it is decoded
+again every `stream_partial_interval_ms` of its audio as background work, and the text two decodes agree on goes
+out as deltas (partials.py); the completed event carries the final decode's whole text. On shutdown `drain()`
+commits each session's open utterance and sends its text before closing with 1012.
+
+Per session: at most `stream_max_pending` utterances await text (then the socket is not read: TCP backpressure),
+the audio buffer is bounded (realtime_session.py), a message larger than `stream_max_message_kb` or one that is
+not a valid event closes that session with an `error` event, and silence on the socket for `stream_idle_timeout_s`
+closes it after its open utterance.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .backends import DecodeOptions
@@ -32,6 +38,7 @@ from .chunking import default_vad_params
 from .config import Settings
 from .errors import ASRError
 from .metrics import Metrics
+from .partials import OpenPartial
 from .pipeline import Transcriber
 from .realtime_session import AudioTimeline, SessionConfig, Utterance, apply_update
 from .vad import FRAME, StreamState
@@ -49,12 +56,27 @@ class SessionClosed(Exception):
 
 
 class RealtimeHub:
-    """Sessions of one app: the limit, the metrics, what every session shares."""
+    """Sessions of one app: the limit, the metrics, what every session shares, and the drain at shutdown."""
 
     def __init__(self, settings: Settings, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
         self.sessions = 0
+        self.closing = False  # draining: no new sessions
+        self._open: set[RealtimeSession] = set()
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Shutdown, before the server closes its sockets: refuse new sessions; each open one stops reading, gets
+        the text of its open utterance and of every pending one, then closes with 1012 (restart: reconnect). True
+        if every session ended within `timeout_s`."""
+        self.closing = True
+        for session in list(self._open):
+            session.stopping.set()
+        deadline = time.monotonic() + timeout_s
+        while self.sessions and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        log.info("realtime sessions drained", extra={"left": self.sessions})
+        return self.sessions == 0
 
     async def handle(
         self, ws: WebSocket, transcriber: Transcriber | None, model_name: str, authorized: Callable[[], bool]
@@ -67,12 +89,15 @@ class RealtimeHub:
                 raise SessionClosed(1008, "missing or invalid API key", "invalid_api_key")
             if transcriber is None:
                 raise SessionClosed(1013, "model is still loading; retry shortly", "not_ready")
+            if self.closing:
+                raise SessionClosed(1012, "server is restarting; connect again", "server_restarting")
             if self.sessions >= self.settings.stream_max_sessions:
                 self.metrics.streams_rejected_total.inc()
                 raise SessionClosed(1013, f"server has {self.sessions} realtime sessions, its maximum", "server_busy")
             self.sessions += 1
             self.metrics.active_streams.labels(kind="realtime").inc()
             session = RealtimeSession(self, ws, transcriber, model_name)
+            self._open.add(session)
             await session.run()
         except SessionClosed as closed:
             if closed.code_name is not None:
@@ -84,6 +109,7 @@ class RealtimeHub:
             pass
         finally:
             if session is not None:
+                self._open.discard(session)
                 await session.abandon()
                 self.sessions -= 1
                 self.metrics.active_streams.labels(kind="realtime").dec()
@@ -108,6 +134,9 @@ class RealtimeSession:
         self.tasks: list[asyncio.Task[None]] = []
         self.last_item: str | None = None
         self.update_name = "session"
+        self.stopping = asyncio.Event()  # the server drains: end after the open utterance's text
+        self.partial: OpenPartial | None = None  # the open utterance's partial transcripts
+        self.partial_every = self.settings.stream_partial_interval_ms * 16  # samples of new audio between them
 
     async def send(self, event: dict[str, Any]) -> None:
         async with self.send_lock:
@@ -118,10 +147,13 @@ class RealtimeSession:
         limit = self.settings.stream_max_message_kb * 1024
         while True:
             try:
-                message = await asyncio.wait_for(self.ws.receive(), self.settings.stream_idle_timeout_s)
+                message = await self._receive()
             except TimeoutError:
                 await self.finish()
                 raise SessionClosed(1000, "idle timeout", "idle_timeout") from None
+            if message is None:  # the server drains: no error, the texts so far are final
+                await self.finish()
+                raise SessionClosed(1012, "server is restarting; connect again", None)
             if message["type"] == "websocket.disconnect":
                 raise WebSocketDisconnect(message.get("code", 1000))
             text = message.get("text")
@@ -136,6 +168,24 @@ class RealtimeSession:
             if not isinstance(event, dict):
                 raise SessionClosed(1007, "an event must be a JSON object", "invalid_event")
             await self.dispatch(event)
+
+    async def _receive(self) -> Message | None:
+        """The next message; None once the server drains; TimeoutError after `stream_idle_timeout_s` of silence."""
+        receive = asyncio.ensure_future(self.ws.receive())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {receive, stop}, timeout=self.settings.stream_idle_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (receive, stop):
+                if not task.done():
+                    task.cancel()
+        if receive in done:
+            return receive.result()
+        if stop in done:
+            return None
+        raise TimeoutError
 
     async def dispatch(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -199,6 +249,40 @@ class RealtimeSession:
             await self.send({"type": "input_audio_buffer.speech_stopped",
                              "audio_end_ms": stopped.get(utt.item_id, utt.end_ms), "item_id": utt.item_id})  # fmt: skip
             await self.finalise(utt)
+        self._maybe_start_partial()
+
+    def _maybe_start_partial(self) -> None:
+        """Start a partial decode of the open utterance once `partial_every` new samples came since the last one
+        started, if that one is done (one in flight per session)."""
+        item = self.timeline.item_id
+        if not self.partial_every or item is None:
+            return
+        if self.partial is None or self.partial.item_id != item:
+            self.partial = OpenPartial(item)
+        partial = self.partial
+        if partial.task is not None and not partial.task.done():
+            return
+        if self.timeline.open_samples() - partial.decoded_samples < self.partial_every:
+            return
+        partial.decoded_samples = self.timeline.open_samples()
+        partial.task = asyncio.create_task(self._partial(partial, self.timeline.open_audio()))
+
+    async def _partial(self, partial: OpenPartial, audio: np.ndarray) -> None:
+        counter = self.hub.metrics.stream_partials_total
+        options = DecodeOptions(language=self.config.language, use_itn=False, prompt=self.config.prompt)
+        try:
+            transcript = await self.transcriber.transcribe_samples(audio, options, background=True)
+        except ASRError:  # shed under load (QueueFull) or failed: the final text comes all the same
+            counter.labels(outcome="shed").inc()
+            return
+        if partial.closed:
+            return
+        delta = partial.settle(transcript.text)
+        counter.labels(outcome="sent" if delta else "unchanged").inc()
+        if delta:  # shielded: a commit cancelling this task must not cut a delta already counted as sent
+            event = {"type": "conversation.item.input_audio_transcription.delta", "item_id": partial.item_id,
+                     "content_index": 0, "delta": delta}  # fmt: skip
+            await asyncio.shield(self.send(event))
 
     async def commit(self) -> None:
         utt = self.timeline.commit()
@@ -213,12 +297,20 @@ class RealtimeSession:
         await self.send({"type": "input_audio_buffer.committed", "previous_item_id": self.last_item,
                          "item_id": utt.item_id})  # fmt: skip
         self.last_item = utt.item_id
+        partial = None
+        if self.partial is not None and self.partial.item_id == utt.item_id:
+            partial, self.partial = self.partial, None
+            partial.closed = True  # from here on only the final text: a partial decode still running is dropped
+            if partial.task is not None:
+                partial.task.cancel()
         await self.pending.acquire()
         before = self.tasks[-1] if self.tasks else None
         self.tasks = [t for t in self.tasks if not t.done()]
-        self.tasks.append(asyncio.create_task(self._transcribe(utt, before, time.perf_counter())))
+        self.tasks.append(asyncio.create_task(self._transcribe(utt, before, time.perf_counter(), partial)))
 
-    async def _transcribe(self, utt: Utterance, before: asyncio.Task[None] | None, t0: float) -> None:
+    async def _transcribe(
+        self, utt: Utterance, before: asyncio.Task[None] | None, t0: float, partial: OpenPartial | None
+    ) -> None:
         try:
             options = DecodeOptions(language=self.config.language, use_itn=False, prompt=self.config.prompt)
             try:
@@ -226,16 +318,20 @@ class RealtimeSession:
                 text, error = transcript.text, None
             except ASRError as exc:
                 text, error = "", exc
-            if before is not None:
-                with contextlib.suppress(BaseException):
-                    await before  # completed events leave in commit order
+            for earlier in (before, partial.task if partial is not None else None):
+                if earlier is not None:  # completed events leave in commit order, after the utterance's partials
+                    with contextlib.suppress(BaseException):
+                        await earlier
             base = {"item_id": utt.item_id, "content_index": 0}
             if error is not None:
                 await self.send({**_error(error.message, error.code, error.type),
                                  "type": "conversation.item.input_audio_transcription.failed", **base})  # fmt: skip
                 return
-            if text:
-                await self.send({"type": "conversation.item.input_audio_transcription.delta", **base, "delta": text})
+            delta = partial.final_delta(text) if partial is not None else text
+            if partial is not None and partial.sent and not text.startswith(partial.sent):
+                self.hub.metrics.stream_partials_total.labels(outcome="revised").inc()
+            if delta:
+                await self.send({"type": "conversation.item.input_audio_transcription.delta", **base, "delta": delta})
             await self.send({"type": "conversation.item.input_audio_transcription.completed", **base,
                              "transcript": text, "usage": {"type": "duration",
                                                            "seconds": round(len(utt.samples) / 16000, 3)}})  # fmt: skip
@@ -244,8 +340,10 @@ class RealtimeSession:
             self.pending.release()
 
     async def finish(self) -> None:
-        """Transcribe the open utterance and wait for every pending text (idle timeout, drain)."""
-        if self.timeline.item_id is not None:
+        """Transcribe the open utterance and wait for every pending text (idle timeout, drain). Without turn
+        detection everything buffered since the last commit is the open utterance; with it, only detected speech
+        (the buffer outside speech holds just the prefix padding)."""
+        if self.timeline.item_id is not None or self.config.turn_detection is None:
             utt = self.timeline.commit()
             if utt is not None:
                 await self.finalise(utt)
@@ -253,6 +351,8 @@ class RealtimeSession:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def abandon(self) -> None:
+        if self.partial is not None and self.partial.task is not None:
+            self.partial.task.cancel()
         for task in self.tasks:
             task.cancel()
         if self.tasks:

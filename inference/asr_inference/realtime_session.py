@@ -170,6 +170,14 @@ class AudioTimeline:
         self._close(self.total, out)
         return out.utterances[0]
 
+    def open_samples(self) -> int:
+        """Samples of the open utterance so far (0 when none is open)."""
+        return self.total - self._utt_start if self.item_id is not None else 0
+
+    def open_audio(self) -> np.ndarray:
+        """A copy of the open utterance so far: what a partial transcript decodes."""
+        return self._cut(self._utt_start, self.total) if self.item_id is not None else np.zeros(0, np.float32)
+
     def over_limit(self) -> bool:
         """Without turn detection the buffer only grows until the client commits: past the cap we commit."""
         return self.item_id is None and len(self._buf) >= self.max_samples

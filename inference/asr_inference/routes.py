@@ -16,7 +16,7 @@ from . import api_docs, chunking, formats, streaming
 from .backends import DecodeOptions
 from .errors import InvalidRequest, ModelNotFound, NotReady, RequestTimeout, Unauthorized
 from .gpu_memory import refresh_gpu_memory
-from .realtime import KEY_SUBPROTOCOL, RealtimeHub
+from .realtime import KEY_SUBPROTOCOL
 from .upload_guard import require_api_key, token_matches
 
 if TYPE_CHECKING:
@@ -102,8 +102,6 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
             "data": [{"id": name, "object": "model", "created": 0, "owned_by": "asr-platform"} for name in state.names],
         }
 
-    hub = RealtimeHub(settings, state.metrics)
-
     @app.websocket("/v1/realtime")
     async def realtime(websocket: WebSocket) -> None:
         def authorized() -> bool:
@@ -117,7 +115,7 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
             return True
 
         ready = state.loaded.transcriber if state.loaded is not None and state.ready.is_set() else None
-        await hub.handle(websocket, ready, state.model_name, authorized)
+        await state.realtime.handle(websocket, ready, state.model_name, authorized)
 
     @app.post(TRANSCRIBE_PATH, response_model=None, responses=api_docs.error_responses(api_docs.TRANSCRIBE_ERRORS))
     async def transcriptions(

@@ -26,6 +26,15 @@ FRAME_S = FRAME / SAMPLE_RATE
 MAX_LANES = 64  # a long upload is scored as this many parallel lanes (one batched call per step)
 MIN_LANE_FRAMES = 940  # ~30 s: shorter lanes would spend too much of their length with a cold RNN state
 EXIT_MARGIN = 0.15  # hysteresis: speech ends below threshold - margin (silero's own rule)
+BLOCK_STEPS = 64  # frames per lane read from the recording at once
+
+
+def _read_span(samples: np.ndarray, start: int, out: np.ndarray) -> None:
+    """`out[:] = samples[start : start + len(out)]`, zeros where that runs outside the recording."""
+    a, b = max(start, 0), min(start + len(out), len(samples))
+    out[:] = 0.0
+    if b > a:
+        out[a - start : b - start] = samples[a:b]
 
 
 def available() -> bool:
@@ -82,21 +91,27 @@ class SileroVad:
         return out[:, 0].numpy().copy(), new_state
 
     def probabilities(self, samples: np.ndarray) -> np.ndarray:
-        """Speech probability of every 32 ms frame of a whole recording (16 kHz), scored in parallel lanes."""
+        """Speech probability of every 32 ms frame of a whole recording (16 kHz), scored in parallel lanes. The
+        samples (a memory-mapped upload) are read a block of steps at a time: what is held at once is
+        `MAX_LANES x BLOCK_STEPS` frames (~8 MiB at most), not a float32 copy of the recording (~220 MiB an hour)."""
         n_frames = math.ceil(len(samples) / FRAME)
         if n_frames == 0:
             return np.zeros(0, np.float32)
         lanes = max(1, min(MAX_LANES, n_frames // MIN_LANE_FRAMES))
         per_lane = math.ceil(n_frames / lanes)
-        padded = np.zeros(lanes * per_lane * FRAME + CONTEXT, np.float32)
-        padded[CONTEXT : CONTEXT + len(samples)] = samples  # reads a memory-mapped upload once, in order
         probs = np.zeros((lanes, per_lane), np.float32)
         rnn: object = None
-        starts = np.arange(lanes) * per_lane * FRAME
-        for step in range(per_lane):
-            offsets = starts + step * FRAME  # each lane's frame, with its real preceding context
-            frames = np.stack([padded[o : o + CONTEXT + FRAME] for o in offsets])
-            probs[:, step], rnn = self._forward(frames, rnn)
+        starts = np.arange(lanes) * per_lane * FRAME  # each lane's first sample
+        block = np.zeros((lanes, CONTEXT + BLOCK_STEPS * FRAME), np.float32)  # reused: one block held at a time
+        for first in range(0, per_lane, BLOCK_STEPS):
+            steps = min(BLOCK_STEPS, per_lane - first)
+            # each lane's next `steps` frames with the CONTEXT samples before them (zeros before the start and
+            # past the end, as the model's first frame and the last lane's tail expect)
+            for lane, start in enumerate(starts):
+                _read_span(samples, int(start) + first * FRAME - CONTEXT, block[lane, : CONTEXT + steps * FRAME])
+            for step in range(steps):
+                frames = block[:, step * FRAME : step * FRAME + CONTEXT + FRAME]
+                probs[:, first + step], rnn = self._forward(frames, rnn)
         return probs.reshape(-1)[:n_frames]
 
     def stream(self, state: StreamState, samples: np.ndarray) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
 import shutil
 import signal
@@ -146,28 +148,40 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_sigterm_drains_in_flight_work_and_exits_zero(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
-    """A real uvicorn process: SIGTERM while a request is being served → it still gets its 200, exit code 0."""
+def _metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def _start_asr_serve(*args: str) -> tuple[subprocess.Popen[str], str]:
+    """A real asr-serve process (JSON logs on its stdout) and its base URL, once /readyz is 200."""
     port = _free_port()
     exe = Path(sys.executable).parent / "asr-serve"
     env = {**os.environ, "ASR_LOG_FORMAT": "json"}
     proc = subprocess.Popen(
-        [str(exe), "--model", str(sensevoice_dir), "--port", str(port), "--host", "127.0.0.1",
-         "--max-batch-size", "1", "--segment-s", "1", "--segment-overlap-s", "0", "--drain-timeout-s", "60"],
+        [str(exe), "--port", str(port), "--host", "127.0.0.1", *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:  # until ready; a deadline passed is a failure, not a fall-through into the test
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return proc, base
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"asr-serve not ready: {proc.stdout.read() if proc.stdout else ''}"[-3000:])
+        time.sleep(0.2)
+
+
+def test_sigterm_drains_in_flight_work_and_exits_zero(sensevoice_dir: Path, speech_files: dict[str, Path]) -> None:
+    """A real uvicorn process: SIGTERM while a request is being served → it still gets its 200, exit code 0."""
+    proc, base = _start_asr_serve(
+        "--model", str(sensevoice_dir), "--max-batch-size", "1", "--segment-s", "1", "--segment-overlap-s", "0",
+        "--drain-timeout-s", "60",
+    )  # fmt: skip
     try:
-        deadline = time.monotonic() + 120
-        while True:  # until ready; a deadline passed is a failure, not a fall-through into the test
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            assert time.monotonic() < deadline, "asr-serve not ready after 120 s"
-            time.sleep(0.2)
         long_clip = speech_files["longer_f.wav"].read_bytes()  # 8 windows of 1 s, one at a time
 
         async def request_then_sigterm() -> httpx.Response:
@@ -192,6 +206,58 @@ def test_sigterm_drains_in_flight_work_and_exits_zero(sensevoice_dir: Path, spee
     assert '"drained": true' in output
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{base}/healthz", timeout=2)
+
+
+def test_sigterm_gives_an_open_realtime_utterance_its_text_before_closing(speech_files: dict[str, Path]) -> None:
+    """A realtime client has sent speech it has not committed: SIGTERM commits it, sends its text, then closes the
+    session with 1012 (restart: connect again), and the process still exits 0. Uvicorn alone would close at once."""
+    import numpy as np
+    import soundfile as sf
+    import websockets
+
+    samples, rate = sf.read(speech_files["longer_f.wav"], dtype="int16")
+    seconds = len(samples) / rate
+    assert rate == 16000
+    # the demo model; fixed windows: the 7.9-s upload is one window, decoded whole like the committed utterance
+    proc, base = _start_asr_serve("--drain-timeout-s", "60", "--cache-entries", "0", "--segmenter", "windows")
+    url = base.replace("http", "ws") + "/v1/realtime?intent=transcription"
+
+    async def open_utterance_then_sigterm() -> tuple[list[dict], int | None, str]:
+        upload = httpx.post(
+            f"{base}/v1/audio/transcriptions", files={"file": ("a.wav", speech_files["longer_f.wav"].read_bytes())}
+        )
+        events: list[dict] = []
+        async with websockets.connect(url, max_size=1 << 24) as ws:
+            update = {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}}}  # fmt: skip
+            await ws.send(json.dumps(update))
+            for a in range(0, len(samples), 1600):
+                chunk = base64.b64encode(np.ascontiguousarray(samples[a : a + 1600]).astype("<i2").tobytes()).decode()
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            async with httpx.AsyncClient(base_url=base) as client, asyncio.timeout(60):  # until all is read
+                while _metric((await client.get("/metrics")).text, "asr_stream_audio_seconds_total") < seconds - 0.01:
+                    await asyncio.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            with pytest.raises(websockets.ConnectionClosed):
+                async with asyncio.timeout(60):
+                    async for raw in ws:
+                        events.append(json.loads(raw))
+        return events, ws.close_code, upload.json()["text"]
+
+    try:
+        events, close_code, upload = asyncio.run(open_utterance_then_sigterm())
+        code = proc.wait(timeout=60)
+        output = proc.stdout.read() if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    kinds = [e["type"] for e in events]
+    assert "input_audio_buffer.committed" in kinds and "error" not in kinds, kinds
+    assert kinds[-1] == "conversation.item.input_audio_transcription.completed", kinds
+    assert events[-1]["transcript"] == upload != ""  # the same audio, decoded whole both ways
+    assert close_code == 1012
+    assert code == 0, output[-2000:]
+    assert "realtime sessions drained" in output
 
 
 def test_frontend_dither_is_forced_off_for_deterministic_results(sensevoice_dir: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from asr_inference.backends import DecodeOptions, Prepared
-from asr_inference.engine import BatchQueue, WorkItem
+from asr_inference.batch_queue import BatchQueue, WorkItem
 from asr_inference.metrics import Metrics
 
 
@@ -116,7 +116,7 @@ async def test_waits_for_a_request_still_on_its_way() -> None:
     assert len(batch) == 2
 
 
-# --- fair order: one item per request per round ---------------------------------------------------------------
+# --- fair order: start-time fair queuing, an item's cost its audio seconds ------------------------------------------
 
 
 class _Request:
@@ -155,8 +155,8 @@ async def test_a_clip_is_not_padded_to_a_long_files_window() -> None:
     first = await asyncio.wait_for(q.wait_for_batch(), 1)
     second = await asyncio.wait_for(q.wait_for_batch(), 1)
     third = await asyncio.wait_for(q.wait_for_batch(), 1)
-    assert first == [windows[0]]  # not windows[0..3]: they are later rounds than the clips passed over
-    assert second == clips  # windows[1] (round 1) is passed over; it comes after the clips of round 0
+    assert first == [windows[0]]  # not windows[0..3]: they start later than the clips passed over
+    assert second == clips  # windows[1] (starting at 30 s) is passed over; it comes after the clips (at 0)
     assert third == windows[1:]  # alone, the file's windows batch together
 
 
@@ -171,7 +171,7 @@ async def test_length_ratio_leaves_short_clips_together() -> None:
     assert await asyncio.wait_for(q.wait_for_batch(), 1) == [items[3]]
 
 
-async def test_requests_take_turns_and_a_newcomer_joins_the_current_round() -> None:
+async def test_requests_take_turns_and_a_newcomer_starts_at_the_current_virtual_time() -> None:
     q = BatchQueue(max_batch_size=1, max_wait_s=0, max_batch_audio_s=1000, metrics=Metrics())
     a, b, c = _Request(), _Request(), _Request()
     a_items, b_items = [_of(a) for _ in range(3)], [_of(b) for _ in range(3)]
@@ -180,7 +180,7 @@ async def test_requests_take_turns_and_a_newcomer_joins_the_current_round() -> N
     served = [await asyncio.wait_for(q.wait_for_batch(), 1) for _ in range(3)]
     assert [s[0] for s in served] == [a_items[0], b_items[0], a_items[1]]
     late = _of(c)
-    q.put(late)  # arrives in round 1, after the items of rounds <= 1 already queued: b's second
+    q.put(late)  # starts at the current virtual time (1.5 s): after b's second (1 s), before the third items
     rest = [(await asyncio.wait_for(q.wait_for_batch(), 1))[0] for _ in range(4)]
     assert rest == [b_items[1], late, a_items[2], b_items[2]]
 
@@ -191,3 +191,64 @@ async def test_items_without_a_request_keep_their_arrival_order() -> None:
     for it in items:
         q.put(it)
     assert await asyncio.wait_for(q.wait_for_batch(), 1) == items
+
+
+async def test_new_short_requests_do_not_starve_a_long_file_and_it_gets_its_audio_share() -> None:
+    """Every short clip is a new request (starting at the current virtual time); virtual time moves on by the audio
+    served, so the file's next 30-s window comes after the short requests got about as much audio each: several
+    batches of them (unit cost per item would give one batch, alternating), never none."""
+    q = BatchQueue(max_batch_size=4, max_wait_s=0, max_batch_audio_s=1000, metrics=Metrics(), max_length_ratio=4)
+    long_file = _Request()
+    windows = [_of(long_file, 30) for _ in range(2)]
+    for w in windows:
+        q.put(w)
+    clients: list[_Request] = []  # keeps each short request alive while its item waits (the queue holds it weakly)
+    order: list[str] = []
+    for _ in range(40):
+        while sum(1 for it in q._items if it.request is not long_file) < 4:  # closed loop: 4 clients, always back
+            clients.append(_Request())
+            q.put(_of(clients[-1], 5))
+        batch = await asyncio.wait_for(q.wait_for_batch(), 1)
+        order.append("W" if batch[0].request is long_file else "s")
+        if windows[1] in batch:
+            break
+    assert order[0] == "W" and order[-1] == "W", order
+    assert 3 <= order.count("s") <= 12, order  # 30 s of the file per ~5 s to each of 4 clients a batch: ~6
+
+
+async def test_background_work_comes_after_every_other_item_and_fills_only_room() -> None:
+    """A realtime partial (background) queued first still runs after the uploads queued later; it joins their batch
+    when there is room, and while a batch of other work waits there is no room for more of it."""
+    q = BatchQueue(max_batch_size=3, max_wait_s=0, max_batch_audio_s=1000, metrics=Metrics())
+    partial = _item(2)
+    partial.background = True
+    q.put(partial)
+    uploads = [_item(2) for _ in range(4)]
+    for u in uploads:
+        q.put(u)
+    assert q.live_count() == 4 and not q.has_room_for_background()  # background work is not load
+    assert await asyncio.wait_for(q.wait_for_batch(), 1) == uploads[:3]
+    assert q.has_room_for_background()
+    assert await asyncio.wait_for(q.wait_for_batch(), 1) == [uploads[3], partial]  # room left: it joins
+    alone = _item(2)
+    alone.background = True
+    q.put(alone)
+    assert await asyncio.wait_for(q.wait_for_batch(), 1) == [alone]  # nothing else waits: it runs
+
+
+async def test_a_request_fills_only_its_share_of_a_batch_while_others_wait() -> None:
+    """A long file's many short segments beside three short requests: the batch holds the file's share of the slots
+    (8 slots, 4 requests: 2), not every free slot; alone, the file fills the batch."""
+    q = BatchQueue(max_batch_size=8, max_wait_s=0, max_batch_audio_s=1000, metrics=Metrics())
+    long_file = _Request()
+    segments = [_of(long_file, 2) for _ in range(20)]
+    for seg in segments:
+        q.put(seg)
+    others = [_Request() for _ in range(3)]
+    clips = [_of(r, 2) for r in others]
+    for c in clips:
+        q.put(c)
+    batch = await asyncio.wait_for(q.wait_for_batch(), 1)
+    assert sorted(map(id, batch)) == sorted(map(id, [*segments[:2], *clips]))
+    alone = await asyncio.wait_for(q.wait_for_batch(), 1)
+    assert alone == segments[2:10]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -156,3 +157,102 @@ async def test_limits_and_api_key() -> None:
                 with pytest.raises(websockets.ConnectionClosed):
                     await two.recv()
             assert busy["error"]["code"] == "server_busy" and two.close_code == 1013
+
+
+async def _open_utterance(url: str, samples: np.ndarray) -> tuple[Any, list[dict], asyncio.Task[None]]:
+    """A session without turn detection that has sent `samples` and not committed them: an open utterance."""
+    ws = await websockets.connect(url, max_size=1 << 24)
+    events: list[dict] = []
+
+    async def reader() -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in ws:
+                events.append(json.loads(raw))
+
+    reading = asyncio.create_task(reader())
+    update = {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+        "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": None}}}}  # fmt: skip
+    await ws.send(json.dumps(update))
+    step = int(16000 * CHUNK_S)
+    for a in range(0, len(samples), step):
+        await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": pcm16_b64(samples[a : a + step])}))
+    return ws, events, reading
+
+
+async def test_a_drain_gives_the_open_utterance_its_text_then_closes_with_1012() -> None:
+    """What SIGTERM runs first (asr-serve's DrainingServer; the live-process test is in test_cli_and_lifecycle):
+    the open utterance is committed and transcribed before the session closes, and no new session starts."""
+    clip = long_speech.build(clips=1, gap_s=(0.2, 0.3))
+    async with live_server(cache_entries=0) as (app, url):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            upload = (await transcribe(client, clip.wav())).json()["text"]
+            ws, events, reading = await _open_utterance(url, clip.samples)
+            async with asyncio.timeout(60):  # until the server has read every append (bounds a hang only)
+                while metric(await metric_samples(client), "asr_stream_audio_seconds_total") < clip.duration_s - 0.01:
+                    await asyncio.sleep(0.02)
+            assert not [e for e in events if e["type"].endswith("completed")]  # nothing committed it so far
+            drained = await app.state.asr.realtime.drain(60)
+            async with asyncio.timeout(30):
+                await reading
+            with pytest.raises(websockets.ConnectionClosed):
+                async with websockets.connect(url) as late:
+                    refused = json.loads(await late.recv())
+                    await late.recv()
+    assert drained and ws.close_code == 1012
+    kinds = [e["type"] for e in events]
+    assert kinds[-2:] == ["conversation.item.input_audio_transcription.delta",
+                          "conversation.item.input_audio_transcription.completed"]  # fmt: skip
+    assert (
+        "error" not in kinds and events[-1]["transcript"] and long_speech.wer(upload, events[-1]["transcript"]) <= 0.1
+    )
+    assert refused["error"]["code"] == "server_restarting" and late.close_code == 1012
+
+
+async def test_an_open_utterance_gets_partial_deltas_before_its_completed_text() -> None:
+    """About 10 s of speech as one utterance (long silences only end a turn), streamed at 10x real time: several
+    deltas arrive while it is still open, each new text only, and (unless the final decode revised them) they add up
+    to the completed transcript."""
+    speech = long_speech.build(clips=6, gap_s=(0.1, 0.2))
+    assert 9 < speech.duration_s < 15
+    async with live_server(cache_entries=0, stream_partial_interval_ms=500) as (app, url):
+        async with websockets.connect(url, max_size=1 << 24) as ws:
+            events: list[dict] = []
+
+            async def reader() -> None:
+                async for raw in ws:
+                    events.append(json.loads(raw))
+
+            reading = asyncio.create_task(reader())
+            turn = {"type": "server_vad", "silence_duration_ms": 3000}  # the pauses between clips do not end it
+            update = {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+                "format": {"type": "audio/pcm", "rate": 16000}, "turn_detection": turn}}}}  # fmt: skip
+            await ws.send(json.dumps(update))
+            step = int(16000 * CHUNK_S)
+            for a in range(0, len(speech.samples), step):
+                chunk = pcm16_b64(speech.samples[a : a + step])
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+                await asyncio.sleep(CHUNK_S / 10)
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            async with asyncio.timeout(60):
+                while not any(e["type"].endswith("transcription.completed") for e in events):
+                    await asyncio.sleep(0.05)
+            reading.cancel()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            samples = await metric_samples(client)
+    kinds = [e["type"] for e in events]
+    assert "error" not in kinds, events
+    completed = next(e for e in events if e["type"].endswith("transcription.completed"))
+    committed = kinds.index("input_audio_buffer.committed")
+    deltas = [e for e in events if e["type"].endswith("transcription.delta")]
+    assert {e["item_id"] for e in deltas} == {completed["item_id"]}  # one utterance
+    before_commit = [e for e in events[:committed] if e["type"].endswith("transcription.delta")]
+    assert len(before_commit) >= 3, kinds  # partials while the utterance was open
+    assert metric(samples, "asr_stream_partials_total", outcome="sent") == len(before_commit)
+    # the deltas add up to the completed transcript, unless the final decode (the whole utterance) revised what the
+    # partials had settled: a later word can change an earlier one in a non-streaming model; that is counted, and
+    # `completed` carries the final text
+    joined = "".join(e["delta"] for e in deltas)
+    revised = metric(samples, "asr_stream_partials_total", outcome="revised")
+    assert completed["transcript"] and (joined == completed["transcript"]) == (revised == 0), (joined, completed)

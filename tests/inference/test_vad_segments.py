@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import tracemalloc
+from pathlib import Path
 
 import long_speech
 import numpy as np
@@ -68,3 +70,41 @@ async def test_chunking_strategy_is_validated() -> None:
     assert bad.status_code == 400 and "server_vad" in bad.json()["error"]["message"]
     assert knob.status_code == 400 and "threshold" in knob.json()["error"]["message"]
     assert auto.status_code == 200
+
+
+def _whole_copy_probabilities(vad: object, samples: np.ndarray) -> np.ndarray:
+    """The scoring it replaces: the whole recording copied into one padded float32 array first."""
+    from asr_inference.vad import CONTEXT, FRAME, MAX_LANES, MIN_LANE_FRAMES
+
+    n_frames = -(-len(samples) // FRAME)
+    lanes = max(1, min(MAX_LANES, n_frames // MIN_LANE_FRAMES))
+    per_lane = -(-n_frames // lanes)
+    padded = np.zeros(lanes * per_lane * FRAME + CONTEXT, np.float32)
+    padded[CONTEXT : CONTEXT + len(samples)] = samples
+    probs, rnn = np.zeros((lanes, per_lane), np.float32), None
+    starts = np.arange(lanes) * per_lane * FRAME
+    for step in range(per_lane):
+        frames = np.stack([padded[o : o + CONTEXT + FRAME] for o in starts + step * FRAME])
+        probs[:, step], rnn = vad._forward(frames, rnn)  # type: ignore[attr-defined]
+    return probs.reshape(-1)[:n_frames]
+
+
+def test_vad_scores_a_memory_mapped_upload_without_copying_it(tmp_path: Path) -> None:
+    """Ten minutes of speech with pauses, memory-mapped as uploads are: the probabilities equal those of the
+    whole-copy scoring, and what the scoring allocates stays far below the recording's 37 MiB of float32."""
+    from asr_inference.vad import SileroVad
+
+    speech = long_speech.build(clips=4).samples
+    ten_minutes = np.resize(speech, 600 * 16000).astype(np.float32)
+    path = tmp_path / "upload.f32"
+    ten_minutes.tofile(path)
+    mapped = np.memmap(path, dtype=np.float32, mode="r")
+    vad = SileroVad()
+    expected = _whole_copy_probabilities(vad, ten_minutes)
+    tracemalloc.start()
+    probs = vad.probabilities(mapped)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    np.testing.assert_array_equal(probs, expected)
+    assert (probs > 0.5).any() and (probs < 0.5).any()  # speech and pauses: the scores are real
+    assert peak < 12 * 2**20, f"scoring allocated {peak / 2**20:.1f} MiB"  # a copy alone would be 37 MiB
