@@ -1,5 +1,5 @@
 """Autoscaling on queue depth, end to end on the local cluster's real node with the real components
-(tools/cluster/autoscalers.py): the inference pods' `asr_queue_depth` scraped by Prometheus, turned into replicas by
+(tools/cluster/autoscalers.py): the inference pods' `asr_load` scraped by Prometheus, turned into replicas by
 KEDA (operator + metrics API server + admission webhooks) or by the HPA controller reading it through
 prometheus-adapter with the rule the chart ships. Load comes from asr-bench's closed-loop generator through the
 Service. Each scenario is recorded (replicas, Prometheus' queue depth, the HPA's view) and drawn under
@@ -148,7 +148,7 @@ def scale_out_and_back(d: Deployed, stack: Any, engine: str) -> Timeline:
     switch_engine(d, engine, prometheus_url)
     wait_for(lambda: autoscalers(d) == EXPECTED[engine], timeout=scaled(120), what=f"the {engine} autoscaler",
              describe=lambda: str(autoscalers(d)))  # fmt: skip
-    wait_for(lambda: hpa_reads_its_metric(d), timeout=scaled(180), what="the HPA reading asr_queue_depth",
+    wait_for(lambda: hpa_reads_its_metric(d), timeout=scaled(180), what="the HPA reading asr_load",
              describe=lambda: d.kube.describe("hpa,scaledobjects.keda.sh", d.namespace))  # fmt: skip
     title = f"engine: {engine} (min 1, max {MAX_REPLICAS}, target {TARGET_QUEUE_DEPTH} queued per pod)"
     with Recorder(d.kube, d.namespace, d.name, prometheus_url, title) as rec, service_url(d) as url:
@@ -175,7 +175,7 @@ def scale_out_and_back(d: Deployed, stack: Any, engine: str) -> Timeline:
     codes = load.codes()
     assert codes.get(200), f"no request answered under load: {codes}"
     assert all(code in (200, 429) for code in codes), f"only 200 or a 429 (backpressure) expected: {codes}"
-    during = [p.queue_depth for p in timeline.points if p.load and p.queue_depth is not None]
+    during = [p.server_load for p in timeline.points if p.load and p.server_load is not None]
     assert during and max(during) > TARGET_QUEUE_DEPTH, f"the queue never passed the target: {during}"
     return timeline
 

@@ -127,7 +127,7 @@ def test_metrics_count_the_request(asr: Deployed) -> None:
         for fam in text_string_to_metric_families(text)
         for s in fam.samples
     }
-    assert ("asr_queue_depth", ()) in samples, sorted({n for n, _ in samples})
+    assert ("asr_queue_depth", ()) in samples and ("asr_load", ()) in samples, sorted({n for n, _ in samples})
     ok = samples.get(("asr_requests_total", (("code", "200"),)), 0)
     assert ok >= 1, {k: v for k, v in samples.items() if k[0] == "asr_requests_total"}
 

@@ -27,7 +27,7 @@ class Point:
     t: float  # seconds since the recording started
     replicas: int  # the Deployment's spec.replicas (what the autoscaler asked for)
     ready: int  # its status.readyReplicas
-    queue_depth: float | None  # Prometheus: the ASRDeployment's requests waiting, summed over its pods
+    server_load: float | None  # Prometheus: the ASRDeployment's asr_load (queued items + streams), summed over its pods
     hpa_metric: float | None  # the HPA's status.currentMetrics value (per pod), what it scaled on
     hpa_desired: int | None
     load: bool  # the load generator was running
@@ -61,7 +61,7 @@ class Timeline:
         top.set_ylabel("replicas")
         top.set_ylim(0, max([p.replicas for p in self.points] + [1]) + 1)
         top.legend(loc="upper right", fontsize=8)
-        bottom.plot(t, [p.queue_depth for p in self.points], label="asr_queue_depth, sum over pods (Prometheus)")
+        bottom.plot(t, [p.server_load for p in self.points], label="asr_load, sum over pods (Prometheus)")
         bottom.plot(t, [p.hpa_metric for p in self.points], label="per-pod value the HPA scaled on", linestyle="--")
         bottom.set_ylabel("requests queued")
         bottom.set_xlabel("seconds")
@@ -131,17 +131,14 @@ class Recorder:
             t=t,
             replicas=int((deploy.get("spec") or {}).get("replicas") or 0),
             ready=int((deploy.get("status") or {}).get("readyReplicas") or 0),
-            queue_depth=self.queue_depth(),
+            server_load=self.server_load(),
             hpa_metric=metric,
             hpa_desired=desired,
             load=self.load,
         )
 
-    def queue_depth(self) -> float | None:
-        query = (
-            f'sum(max by (pod) (asr_queue_depth{{namespace="{self.namespace}",'
-            f'app_kubernetes_io_instance="{self.name}"}}))'
-        )
+    def server_load(self) -> float | None:
+        query = f'sum(max by (pod) (asr_load{{namespace="{self.namespace}",app_kubernetes_io_instance="{self.name}"}}))'
         url = f"{self.prometheus_url}/api/v1/query?" + urllib.parse.urlencode({"query": query})
         with urllib.request.urlopen(url, timeout=5) as resp:
             result = json.loads(resp.read())["data"]["result"]

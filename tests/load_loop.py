@@ -54,3 +54,56 @@ class LoadLoop:
         limits = httpx.Limits(max_connections=self.concurrency)
         async with httpx.AsyncClient(base_url=self.base, timeout=120, limits=limits) as client:
             await asyncio.gather(*(self._client(client) for _ in range(self.concurrency)))
+
+
+class StreamLoop:
+    """`sessions` realtime clients (server VAD) streaming the clip at real time, then a second of silence (which
+    ends the utterance), over and over until stopped; the server's event types are counted."""
+
+    def __init__(self, base: str, clip: Path, sessions: int = 2) -> None:
+        import numpy as np
+        import soundfile as sf
+
+        samples, rate = sf.read(clip, dtype="int16")
+        assert rate == 16000 and samples.ndim == 1
+        self.url = base.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+        self.pcm = np.concatenate([samples, np.zeros(16000, np.int16)]).astype("<i2").tobytes()
+        self.sessions = sessions
+        self.events: collections.Counter[str] = collections.Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._main()), name="streams", daemon=True)
+
+    def __enter__(self) -> StreamLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    async def _session(self) -> None:
+        import base64
+        import json
+
+        import websockets
+
+        chunk = 3200  # bytes: 100 ms of 16-bit audio
+        async with websockets.connect(self.url, max_size=1 << 24) as ws:
+            update = {"type": "session.update", "session": {"type": "transcription",
+                      "audio": {"input": {"format": {"type": "audio/pcm", "rate": 16000}}}}}  # fmt: skip
+            await ws.send(json.dumps(update))
+
+            async def read() -> None:
+                async for raw in ws:
+                    self.events[json.loads(raw)["type"]] += 1
+
+            reader = asyncio.create_task(read())
+            while not self._stop.is_set():
+                for a in range(0, len(self.pcm), chunk):
+                    audio = base64.b64encode(self.pcm[a : a + chunk]).decode()
+                    await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": audio}))
+                    await asyncio.sleep(0.1)
+            reader.cancel()
+
+    async def _main(self) -> None:
+        await asyncio.gather(*(self._session() for _ in range(self.sessions)))

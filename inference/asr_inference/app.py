@@ -121,6 +121,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         request_scratch_bytes(int(settings.max_upload_mb * 2**20), settings.max_audio_s),
     )
     state = ServerState(settings, metrics, source.name, scratch=scratch)
+    # the autoscaling signal, computed at every scrape: queued work plus what the realtime streams bring
+    metrics.load.set_function(
+        lambda: (state.loaded.engine.queue.live_count() if state.loaded else 0) + state.realtime.stream_load()
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -22,7 +22,13 @@ class Metrics:
         r = self.registry
         self.queue_depth = Gauge(
             "asr_queue_depth",
-            "Items (audio segments) waiting for a batch: the autoscaling signal.",
+            "Items (audio segments) waiting for a batch.",
+            registry=r,
+        )
+        self.load = Gauge(
+            "asr_load",
+            "The autoscaling signal: asr_queue_depth plus the open realtime streams, each weighted by the audio it "
+            "sent over the last 10 s per second (one sending in real time counts as one queued item).",
             registry=r,
         )
         self.inflight_requests = Gauge("asr_inflight_requests", "Transcription requests being handled.", registry=r)

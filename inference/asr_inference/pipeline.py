@@ -24,7 +24,7 @@ from .backends import Backend, DecodeOptions, ItemResult, Prepared, Token
 from .cache import LRUCache, cache_key
 from .config import Settings
 from .engine import Engine
-from .errors import PayloadTooLarge
+from .errors import InvalidRequest, PayloadTooLarge
 from .formats import Segment, Transcript, Word
 from .metrics import Metrics
 from .segments import Window, plan_windows
@@ -87,6 +87,14 @@ class Transcriber:
         if settings.segmenter == "vad" and self.default_chunking.segmenter != "vad":
             raise RuntimeError("--segmenter vad needs silero-vad installed (pip install silero-vad)")
         self.vad: SileroVad | None = SileroVad() if chunking_mod.available() else None
+
+    def check_language(self, language: str) -> None:
+        """InvalidRequest for a `language` the model does not accept (uploads and realtime sessions alike)."""
+        languages = self.backend.languages
+        if languages is not None and language not in languages:
+            raise InvalidRequest(
+                f"language {language!r} is not supported by this model; use one of {sorted(languages)}"
+            )
 
     async def _in_pool(self, fn: Callable[..., T], *args: object, stage: str | None = None) -> T:
         t0 = time.perf_counter()

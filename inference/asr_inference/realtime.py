@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import contextlib
 import json
 import logging
@@ -45,6 +46,7 @@ from .vad import FRAME, StreamState
 
 log = logging.getLogger("asr_inference.realtime")
 KEY_SUBPROTOCOL = "openai-insecure-api-key."  # how browsers pass the key (no headers on a WebSocket there)
+RATE_WINDOW_S = 10.0  # a session's audio rate (its weight in asr_load) is measured over this window
 
 
 class SessionClosed(Exception):
@@ -64,6 +66,12 @@ class RealtimeHub:
         self.sessions = 0
         self.closing = False  # draining: no new sessions
         self._open: set[RealtimeSession] = set()
+
+    def stream_load(self) -> float:
+        """The open sessions' share of `asr_load`: each one's audio rate over the last `RATE_WINDOW_S` (1.0 for a
+        client sending in real time, 0 for an idle one)."""
+        now = time.monotonic()
+        return sum(session.audio_rate(now) for session in self._open)
 
     async def drain(self, timeout_s: float) -> bool:
         """Shutdown, before the server closes its sockets: refuse new sessions; each open one stops reading, gets
@@ -135,6 +143,7 @@ class RealtimeSession:
         self.last_item: str | None = None
         self.update_name = "session"
         self.stopping = asyncio.Event()  # the server drains: end after the open utterance's text
+        self.received: collections.deque[tuple[float, float]] = collections.deque()  # (when, audio seconds)
         self.partial: OpenPartial | None = None  # the open utterance's partial transcripts
         self.partial_every = self.settings.stream_partial_interval_ms * 16  # samples of new audio between them
 
@@ -191,7 +200,9 @@ class RealtimeSession:
         kind = event.get("type")
         try:
             if kind in ("transcription_session.update", "session.update"):
-                self.config = apply_update(self.config, event.get("session") or {}, self.base_vad)
+                config = apply_update(self.config, event.get("session") or {}, self.base_vad)
+                self.transcriber.check_language(config.language)  # as for uploads; refused: config unchanged
+                self.config = config
                 self.update_name = kind.split(".")[0]
                 self.resampler = None
                 await self.send({"type": f"{self.update_name}.updated",
@@ -226,9 +237,21 @@ class RealtimeSession:
             self.resampler = soxr.ResampleStream(self.config.rate, 16000, 1, dtype="float32")
         return np.asarray(self.resampler.resample_chunk(samples), np.float32)
 
+    def audio_rate(self, now: float) -> float:
+        """Audio seconds received per second over the last `RATE_WINDOW_S`."""
+        self._forget_received_before(now - RATE_WINDOW_S)
+        return sum(seconds for _, seconds in self.received) / RATE_WINDOW_S
+
+    def _forget_received_before(self, when: float) -> None:
+        while self.received and self.received[0][0] < when:
+            self.received.popleft()
+
     async def append(self, audio: object) -> None:
         samples = self._decode(audio)
         self.timeline.append(samples)
+        now = time.monotonic()
+        self._forget_received_before(now - RATE_WINDOW_S)  # bounded without scrapes too
+        self.received.append((now, len(samples) / 16000))
         self.hub.metrics.stream_audio_seconds_total.inc(len(samples) / 16000)
         vad = self.config.turn_detection
         if vad is None or self.transcriber.vad is None:

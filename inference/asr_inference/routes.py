@@ -141,9 +141,7 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
         if not granularities <= {"segment", "word"}:
             raise InvalidRequest("timestamp_granularities[] accepts 'segment' and 'word'")
         lang = (language or "auto").strip().lower()
-        languages = loaded.backend.languages
-        if languages is not None and lang not in languages:
-            raise InvalidRequest(f"language {lang!r} is not supported by this model; use one of {sorted(languages)}")
+        loaded.transcriber.check_language(lang)
         options = DecodeOptions(language=lang, use_itn=False, prompt=prompt or None)
         cutting = chunking.parse(await request.form(), settings)
         ctx = request.scope["state"]["asr"]

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .builders import ASR, POD_TARGET_LABELS, QUEUE_METRIC, prometheus_label, startup_budget_s
+from .builders import ASR, LOAD_METRIC, POD_TARGET_LABELS, prometheus_label, startup_budget_s
 from .quantity import canonical_quantity as q
 
 HTTP_ADDON_SKIP_SCALEDOBJECT = "httpscaledobject.keda.sh/skip-scaledobject-creation"
 
 
-def queue_depth_query(asr: ASR) -> str:
+def load_query(asr: ASR) -> str:
     a = asr.spec.autoscaling
     if a.prometheus and a.prometheus.query:
         return a.prometheus.query
@@ -29,8 +29,8 @@ def queue_depth_query(asr: ASR) -> str:
         [f'namespace="{asr.namespace}"', *(f'{prometheus_label(k)}="{asr.selector[k]}"' for k in POD_TARGET_LABELS)]
     )
     # max by (pod): the pods carry prometheus.io/* annotations AND may have a ServiceMonitor; a Prometheus that
-    # honours both scrapes each pod twice (two jobs), and a plain sum would count its queue twice.
-    return f"sum(max by (pod) ({QUEUE_METRIC}{{{matchers}}}))"
+    # honours both scrapes each pod twice (two jobs), and a plain sum would count its load twice.
+    return f"sum(max by (pod) ({LOAD_METRIC}{{{matchers}}}))"
 
 
 def _scale_target(asr: ASR) -> dict[str, Any]:
@@ -80,7 +80,7 @@ def build_scaledobject(asr: ASR) -> dict[str, Any]:
                     "metricType": "AverageValue",
                     "metadata": {
                         "serverAddress": server or "",
-                        "query": queue_depth_query(asr),
+                        "query": load_query(asr),
                         "threshold": str(a.target_queue_depth),
                         # No series is an error (a ScaledObject not Ready, the CR's MetricsAvailable False: the
                         # pods are not scraped) — except at zero pods, where no series is the expected answer.
@@ -168,7 +168,7 @@ def build_hpa(asr: ASR) -> dict[str, Any]:
                 {
                     "type": "Pods",
                     "pods": {
-                        "metric": {"name": QUEUE_METRIC},
+                        "metric": {"name": LOAD_METRIC},
                         "target": {"type": "AverageValue", "averageValue": q(a.target_queue_depth)},
                     },
                 }

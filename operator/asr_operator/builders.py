@@ -38,7 +38,7 @@ PRESTOP_SLEEP_S = 5
 GRACE_MARGIN_S = 15
 LOG_HEADROOM_MI = 64
 DEFAULT_CACHE_SIZE = "20Gi"
-QUEUE_METRIC = "asr_queue_depth"
+LOAD_METRIC = "asr_load"  # the servers' autoscaling signal: queued items + realtime streams by audio rate
 STARTUP_PERIOD_S = 10
 # Hub models download at start: 180 x 10 s = 30 min. Local and demo models only load: 60 x 10 s = 10 min.
 STARTUP_FAILURES_HUB = 180
@@ -168,6 +168,9 @@ def server_env(asr: ASR) -> dict[str, str]:
             "ASR_MAX_QUEUE_SIZE": str(s.batching.max_queue_size),
             "ASR_MAX_QUEUE_WAIT_S": f"{s.batching.max_queue_wait_seconds:g}",
             "ASR_REQUEST_TIMEOUT_S": str(s.limits.request_timeout_seconds),
+            "ASR_STREAM_MAX_SESSIONS": str(s.streaming.max_sessions),
+            "ASR_STREAM_IDLE_TIMEOUT_S": _num(s.streaming.idle_timeout_seconds),
+            "ASR_STREAM_PARTIAL_INTERVAL_MS": str(s.streaming.partial_interval_ms),
             "ASR_MAX_UPLOAD_MB": _num(s.limits.max_upload_mb),
             "ASR_MAX_AUDIO_S": _num(s.limits.max_audio_seconds),
             "ASR_SCRATCH_MB": str(scratch_mi(s) - HEADROOM_MI),

@@ -77,6 +77,12 @@ class Batching(_Model):
         return v
 
 
+class Streaming(_Model):
+    max_sessions: int = Field(default=100, ge=0, le=100_000)
+    idle_timeout_seconds: float = Field(default=60, ge=1, le=86_400)
+    partial_interval_ms: int = Field(default=500, ge=0, le=60_000)
+
+
 class Limits(_Model):
     max_audio_seconds: float = Field(default=3600, ge=1, le=86_400)
     max_upload_mb: float = Field(default=100, ge=1, le=4096, alias="maxUploadMB")
@@ -203,6 +209,7 @@ class ASRDeploymentSpec(_Model):
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     batching: Batching = Batching()
     limits: Limits = Limits()
+    streaming: Streaming = Streaming()
     image: ImageSpec | None = None
     replicas: int = Field(default=1, ge=0, le=1000)
     resources: Resources = Resources()

@@ -96,10 +96,10 @@ def test_prometheus_adapter_rule_exposes_queue_depth_as_a_pods_metric(rendered):
         if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("prometheus-adapter-rules")
     ]
     (rule,) = yaml.safe_load(configmap["data"]["rules.yaml"])["rules"]
-    assert set(METRIC.findall(rule["seriesQuery"])) == {"asr_queue_depth"}
-    assert "asr_queue_depth" in metric_names()
-    assert rule["name"]["as"] == "asr_queue_depth"
-    assert re.fullmatch(rule["name"]["matches"], "asr_queue_depth")
+    assert set(METRIC.findall(rule["seriesQuery"])) == {"asr_load"}
+    assert "asr_load" in metric_names()
+    assert rule["name"]["as"] == "asr_load"
+    assert re.fullmatch(rule["name"]["matches"], "asr_load")
     # Pods metric: the series map onto pods (and their namespace).
     assert rule["resources"]["overrides"] == {
         "namespace": {"resource": "namespace"},

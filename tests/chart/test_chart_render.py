@@ -294,6 +294,6 @@ def test_notes_tell_what_to_do_next(notes):
     for text in notes.values():
         assert "port-forward" in text and "/readyz" in text and "helm test asr" in text
         assert "helm upgrade` does not update them" in text
-    assert "prometheus-adapter" in notes["ha-values"] and "asr_queue_depth" in notes["ha-values"]
+    assert "prometheus-adapter" in notes["ha-values"] and "asr_load" in notes["ha-values"]
     assert "prometheus-adapter" not in notes["default"]
     assert "speech,speech-staging" in notes["namespaced-values"]

@@ -395,7 +395,7 @@ def test_autoscaling_scrapes_the_pods_and_says_when_the_metric_is_missing(
     platform: Kube, ns: str, start_operator: StartOperator
 ) -> None:
     """The real HPA controller, with no custom-metrics API registered (no prometheus-adapter here): it cannot
-    read asr_queue_depth, and the ASRDeployment says so instead of looking healthy while never scaling."""
+    read asr_load, and the ASRDeployment says so instead of looking healthy while never scaling."""
     start_operator()
     hpa = {"enabled": True, "engine": "hpa", "minReplicas": 1, "maxReplicas": 3}
     platform.apply(_demo(platform, ns, autoscaling=hpa))
@@ -413,7 +413,7 @@ def test_autoscaling_scrapes_the_pods_and_says_when_the_metric_is_missing(
 
     cond = wait_for("MetricsAvailable=False from the HPA controller", metrics_condition, timeout_s=120)
     assert cond["reason"] == "NoMetricData"
-    assert "HorizontalPodAutoscaler" in cond["message"] and "asr_queue_depth" in cond["message"], cond
+    assert "HorizontalPodAutoscaler" in cond["message"] and "asr_load" in cond["message"], cond
 
 
 def test_status_says_why_a_scheduled_pod_never_starts(platform: Kube, ns: str, start_operator: StartOperator) -> None:

@@ -256,3 +256,60 @@ async def test_an_open_utterance_gets_partial_deltas_before_its_completed_text()
     joined = "".join(e["delta"] for e in deltas)
     revised = metric(samples, "asr_stream_partials_total", outcome="revised")
     assert completed["transcript"] and (joined == completed["transcript"]) == (revised == 0), (joined, completed)
+
+
+async def test_open_streams_count_in_the_autoscaling_signal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`asr_load` = queued items + each open session's audio rate: a session that sent 2 s of audio (over a window
+    stretched to an hour, so the test does not race it) adds 2/3600 with nothing queued, and nothing once closed."""
+    from asr_inference import realtime
+
+    monkeypatch.setattr(realtime, "RATE_WINDOW_S", 3600.0)
+    clip = np.zeros(2 * 16000, np.float32)
+    async with live_server(cache_entries=0) as (app, url):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            ws, _, reading = await _open_utterance(url, clip)  # no turn detection: nothing is queued
+            async with asyncio.timeout(60):
+                while metric(await metric_samples(client), "asr_stream_audio_seconds_total") < 2.0:
+                    await asyncio.sleep(0.02)
+            streaming = await metric_samples(client)
+            await ws.close()
+            await reading
+            async with asyncio.timeout(60):
+                while metric(await metric_samples(client), "asr_active_streams", kind="realtime") > 0:
+                    await asyncio.sleep(0.02)
+            closed = await metric_samples(client)
+    assert metric(streaming, "asr_queue_depth") == 0
+    assert metric(streaming, "asr_load") == pytest.approx(2.0 / 3600)
+    assert metric(closed, "asr_load") == 0
+
+
+async def test_an_unsupported_language_is_refused_like_an_uploads_and_the_session_goes_on() -> None:
+    async with live_server() as (app, url):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            upload = await transcribe(client, long_speech.build(clips=1).wav(), language="xx")
+        async with websockets.connect(url) as ws:
+            assert json.loads(await ws.recv())["type"] == "transcription_session.created"
+            session = {"type": "transcription", "audio": {"input": {"transcription": {"language": "xx"}}}}
+            await ws.send(json.dumps({"type": "session.update", "session": session}))
+            refused = json.loads(await ws.recv())
+            session["audio"]["input"]["transcription"]["language"] = "en"
+            await ws.send(json.dumps({"type": "session.update", "session": session}))
+            updated = json.loads(await ws.recv())
+    assert upload.status_code == 400
+    assert refused["type"] == "error" and refused["error"]["message"] == upload.json()["error"]["message"]
+    assert updated["type"] == "session.updated"
+    assert updated["session"]["input_audio_transcription"]["language"] == "en"
+
+
+async def test_an_idle_session_gets_its_open_utterance_transcribed_then_closes() -> None:
+    clip = long_speech.build(clips=1, gap_s=(0.2, 0.3))
+    async with live_server(stream_idle_timeout_s=1.0) as (_, url):
+        ws, events, reading = await _open_utterance(url, clip.samples)  # then silence on the socket
+        async with asyncio.timeout(60):
+            await reading
+    kinds = [e["type"] for e in events]
+    assert kinds[-3:] == ["conversation.item.input_audio_transcription.delta",
+                          "conversation.item.input_audio_transcription.completed", "error"], kinds  # fmt: skip
+    assert events[-2]["transcript"] and events[-1]["error"]["code"] == "idle_timeout" and ws.close_code == 1000

@@ -65,3 +65,44 @@ async def test_failure_mid_stream_ends_with_an_error_event() -> None:
         and body["error"]["type"] == "server_error"
         and "device lost" in body["error"]["message"]
     )
+
+
+async def test_over_a_socket_the_first_delta_arrives_before_the_last_segment_is_decoded() -> None:
+    """A real uvicorn server and socket (the in-process transport waits for the whole body, so it cannot tell
+    streaming from buffering): the last segment's forward waits, on the inference thread, until the client has read
+    a delta. A server that buffered the response would never send one first: that wait would time out. (Not the
+    second forward: windows are queued as their features are ready, so the first forward may be window 2, whose
+    delta waits for window 1; window 1 is among the first two, as at most two windows of a request are in flight.)"""
+    import threading
+
+    from asr_inference.segments import plan_windows
+    from serving import serve_http
+
+    audio = long_speech.build(clips=6)
+    settings = {"segmenter": "windows", "segment_s": 3, "segment_overlap_s": 0, "max_batch_size": 1}
+    async with serve_http(model=None, device="cpu", ncpu=1, cache_entries=0, **settings) as (app, base):
+        backend = app.state.asr.backend
+        first_delta_read, forwards, timed_out = threading.Event(), [0], []
+        forward = backend.transcribe_batch
+
+        windows = len(plan_windows(len(audio.samples) / 16000, 3, 0))
+
+        def the_last_waits_for_a_delta(prepared: Any, options: Any) -> Any:
+            forwards[0] += 1
+            if forwards[0] == windows:
+                timed_out.append(not first_delta_read.wait(30))
+            return forward(prepared, options)
+
+        backend.transcribe_batch = the_last_waits_for_a_delta
+        events = []
+        async with httpx.AsyncClient(base_url=base, timeout=120) as client:
+            form = {"stream": "true"}
+            files = {"file": ("long.wav", audio.wav())}
+            async with client.stream("POST", "/v1/audio/transcriptions", files=files, data=form) as response:
+                async for line in response.aiter_lines():
+                    if line.startswith("data: "):
+                        events.append(json.loads(line[6:]))
+                        if events[-1]["type"] == "transcript.text.delta":
+                            first_delta_read.set()
+    assert forwards[0] == windows > 2 and timed_out == [False]  # the last segment waited, and saw the delta in time
+    assert events[0]["type"] == "transcript.text.delta" and events[-1]["type"] == "transcript.text.done"

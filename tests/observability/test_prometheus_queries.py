@@ -28,7 +28,7 @@ from asr_operator.autoscaling import build_scaledobject
 from asr_operator.builders import ASR
 from asr_operator.spec import parse_spec
 from live_server import asr_serve
-from load_loop import LoadLoop
+from load_loop import LoadLoop, StreamLoop
 from prometheus_server import PROMETHEUS, PromAPI, run_prometheus, values
 from requirements_check import skip_unless_ci
 
@@ -50,6 +50,7 @@ class Observed:
     start: float  # load started
     end: float  # load stopped
     codes: dict[int, int]
+    stream_events: dict[str, int]  # realtime server events by type
 
     def range(self, expr: str) -> list[dict[str, Any]]:
         return self.api.query_range(expr, self.start, self.end)
@@ -86,14 +87,14 @@ def observed() -> Iterator[Observed]:
                 assert time.monotonic() < deadline, "prometheus never scraped both targets"
                 time.sleep(0.5)
             start = time.time()
-            with LoadLoop(base, SAMPLE) as load:
+            with LoadLoop(base, SAMPLE) as load, StreamLoop(base, SAMPLE) as streams:
                 time.sleep(LOAD_S)
             end = time.time()
             deadline = time.monotonic() + 60
             while not api.scraped_since(end):  # a scrape of every target after the load, not a guessed sleep
                 assert time.monotonic() < deadline, "prometheus scraped nothing after the load"
                 time.sleep(0.2)
-            yield Observed(api, start + 2, end, dict(load.codes))
+            yield Observed(api, start + 2, end, dict(load.codes), dict(streams.events))
 
 
 def substitute(expr: str) -> str:
@@ -130,7 +131,13 @@ def _between(low: float, high: float) -> Callable[[list[float]], bool]:
 # applies. A dashboard query no rule knows fails: add its rule with the panel.
 PLAUSIBLE: list[tuple[str, str, Callable[[list[float]], bool]]] = [
     ("asr_model_ready", "the one pod is ready", lambda vs: set(vs) == {1.0}),
+    ("asr_load", "queued items and streams under load", lambda vs: min(vs) >= 0 and max(vs) > 0),
     ("asr_queue_depth", "items queue under load", lambda vs: min(vs) >= 0 and max(vs) > 0),
+    ("asr_active_streams", "the realtime sessions are open", lambda vs: min(vs) >= 0 and max(vs) >= 1),
+    ("asr_streams_rejected_total", "no session refused", lambda vs: set(vs) == {0.0}),
+    ("asr_stream_audio_seconds_total", "audio streams in", lambda vs: min(vs) >= 0 and max(vs) > 0),
+    ("asr_stream_final_latency_seconds_bucket", "utterance latencies within the buckets", _between(0, 300)),
+    ("asr_stream_partials_total", "partials are decoded", lambda vs: min(vs) >= 0 and max(vs) > 0),
     ("asr_inflight_requests", "requests in flight under load", lambda vs: min(vs) >= 0 and max(vs) > 0),
     ("asr_requests_total", "requests are answered", lambda vs: min(vs) >= 0 and max(vs) > 0),
     ("asr_audio_seconds_total", "audio is transcribed", lambda vs: min(vs) >= 0 and max(vs) > 0),
@@ -239,10 +246,12 @@ def test_prometheus_adapter_rule_finds_the_series_and_serves_per_pod_values(
     assert [s["metric"] for s in result] == [{"pod": POD}], metrics_query
     assert max(values(result)) > 0
     # the pod's queue, counted once although two jobs scrape it
-    once = observed.range(f'max(asr_queue_depth{{namespace="{NAMESPACE}",pod="{POD}"}})')
+    once = observed.range(f'max(asr_load{{namespace="{NAMESPACE}",pod="{POD}"}})')
     assert values(result) == values(once), metrics_query
 
 
 def test_the_load_was_served(observed: Observed) -> None:
     assert observed.codes.get(200, 0) > 50 and set(observed.codes) == {200}, observed.codes
+    completed = observed.stream_events.get("conversation.item.input_audio_transcription.completed", 0)
+    assert completed > 0 and "error" not in observed.stream_events, observed.stream_events
     assert math.isfinite(observed.end - observed.start)

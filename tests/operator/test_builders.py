@@ -363,6 +363,17 @@ def test_configmap_carries_the_queue_wait_budget() -> None:
     assert build_configmap(asr_for(spec))["data"]["ASR_MAX_QUEUE_WAIT_S"] == "2.5"
 
 
+def test_streaming_settings_reach_the_server() -> None:
+    spec = copy.deepcopy(SPECS["sensevoice-gpu-keda"])
+    data = build_configmap(asr_for(spec))["data"]
+    assert (data["ASR_STREAM_MAX_SESSIONS"], data["ASR_STREAM_IDLE_TIMEOUT_S"]) == ("100", "60")
+    assert data["ASR_STREAM_PARTIAL_INTERVAL_MS"] == "500"
+    spec["streaming"] = {"maxSessions": 8, "idleTimeoutSeconds": 12.5, "partialIntervalMs": 0}
+    data = build_configmap(asr_for(spec))["data"]
+    assert (data["ASR_STREAM_MAX_SESSIONS"], data["ASR_STREAM_IDLE_TIMEOUT_S"]) == ("8", "12.5")
+    assert data["ASR_STREAM_PARTIAL_INTERVAL_MS"] == "0"
+
+
 def test_max_length_ratio_reaches_the_server() -> None:
     spec = copy.deepcopy(SPECS["sensevoice-gpu-keda"])
     assert build_configmap(asr_for(spec))["data"]["ASR_MAX_LENGTH_RATIO"] == "4"  # default: the server's own
@@ -632,7 +643,7 @@ def test_keda_scaledobject() -> None:
     meta = trigger["metadata"]
     assert meta["serverAddress"] == "http://prometheus-operated.monitoring.svc:9090"
     assert meta["query"] == (
-        'sum(max by (pod) (asr_queue_depth{namespace="speech",'
+        'sum(max by (pod) (asr_load{namespace="speech",'
         'app_kubernetes_io_name="asr-inference",app_kubernetes_io_instance="sv"}))'
     )
     assert meta["threshold"] == "16" and meta["ignoreNullValues"] == "false"
@@ -704,7 +715,7 @@ def test_hpa_on_queue_depth() -> None:
         {
             "type": "Pods",
             "pods": {
-                "metric": {"name": "asr_queue_depth"},
+                "metric": {"name": "asr_load"},
                 "target": {"type": "AverageValue", "averageValue": "8"},
             },
         }

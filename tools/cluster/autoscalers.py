@@ -1,5 +1,5 @@
 """The autoscaling stack of the local cluster (`cluster.py up --real-node --autoscaling`): what turns the inference
-servers' `asr_queue_depth` into replicas, all of it real and run as host processes like the control plane.
+servers' `asr_load` into replicas, all of it real and run as host processes like the control plane.
 
   - Prometheus (Debian's) scrapes the real node's pods as their prometheus.io annotations say (the usual
     `kubernetes-pods` job: pod labels, `namespace` and `pod` kept); Debian builds it without Kubernetes discovery,

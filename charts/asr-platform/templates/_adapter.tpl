@@ -1,10 +1,11 @@
 {{/*
-prometheus-adapter custom-metrics rule for the HPA engine: asr_queue_depth per pod, as a Pods metric.
+prometheus-adapter custom-metrics rule for the HPA engine: asr_load (queued work + realtime streams) per pod,
+as a Pods metric.
 Used by prometheus-adapter-configmap.yaml and NOTES.txt.
 */}}
 {{- define "asr-platform.prometheusAdapterRules" -}}
 rules:
-  - seriesQuery: 'asr_queue_depth{namespace!="",pod!=""}'
+  - seriesQuery: 'asr_load{namespace!="",pod!=""}'
     resources:
       overrides:
         namespace:
@@ -12,9 +13,9 @@ rules:
         pod:
           resource: pod
     name:
-      matches: "^asr_queue_depth$"
-      as: "asr_queue_depth"
+      matches: "^asr_load$"
+      as: "asr_load"
     # max by (namespace, pod) first: a pod scraped by both a ServiceMonitor and its prometheus.io annotations
-    # has two series (one per job), and a plain sum would report twice its queue.
+    # has two series (one per job), and a plain sum would report twice its load.
     metricsQuery: 'sum(max by (namespace, pod) (<<.Series>>{<<.LabelMatchers>>})) by (<<.GroupBy>>)'
 {{- end }}
