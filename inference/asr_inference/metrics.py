@@ -129,7 +129,9 @@ class Metrics:
             registry=r,
         )
         self.streams_rejected_total = Counter(
-            "asr_streams_rejected", "Realtime sessions refused because stream_max_sessions were open.", registry=r
+            "asr_streams_rejected",
+            "Realtime sessions refused: stream_max_sessions were open, or the queue refuses new work (as a 429).",
+            registry=r,
         )
         for kind in ("realtime", "sse"):
             self.active_streams.labels(kind=kind)

@@ -37,7 +37,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from .backends import DecodeOptions
 from .chunking import default_vad_params
 from .config import Settings
-from .errors import ASRError
+from .errors import ASRError, QueueFull
 from .metrics import Metrics
 from .partials import OpenPartial
 from .pipeline import Transcriber
@@ -99,6 +99,11 @@ class RealtimeHub:
                 raise SessionClosed(1013, "model is still loading; retry shortly", "not_ready")
             if self.closing:
                 raise SessionClosed(1012, "server is restarting; connect again", "server_restarting")
+            try:  # the admission an upload would get now: a session brings work too
+                transcriber.engine.ticket().admit().release()
+            except QueueFull as full:
+                self.metrics.streams_rejected_total.inc()
+                raise SessionClosed(1013, full.message, "server_busy") from None
             if self.sessions >= self.settings.stream_max_sessions:
                 self.metrics.streams_rejected_total.inc()
                 raise SessionClosed(1013, f"server has {self.sessions} realtime sessions, its maximum", "server_busy")

@@ -313,3 +313,34 @@ async def test_an_idle_session_gets_its_open_utterance_transcribed_then_closes()
     assert kinds[-3:] == ["conversation.item.input_audio_transcription.delta",
                           "conversation.item.input_audio_transcription.completed", "error"], kinds  # fmt: skip
     assert events[-2]["transcript"] and events[-1]["error"]["code"] == "idle_timeout" and ws.close_code == 1000
+
+
+async def test_a_session_goes_through_the_admission_an_upload_gets() -> None:
+    """With the queue full (the device held, one item waiting, max_queue_size 1), an upload gets 429 and a new
+    realtime session is refused the same way: its error carries the upload's message, then 1013 (try again)."""
+    import threading
+
+    from asr_inference.backends import DecodeOptions
+
+    async with live_server(max_queue_size=1, max_batch_size=1, cache_entries=0) as (app, url):
+        engine, backend = app.state.asr.engine, app.state.asr.backend
+        device_free = threading.Event()
+        blocker = asyncio.create_task(engine.run_on_device(device_free.wait, 30))
+        silence = backend.prepare(np.zeros(16000, np.float32))
+        queued = [engine.submit(silence, DecodeOptions()) for _ in range(2)]  # one runs (held), one waits
+        async with asyncio.timeout(30):
+            while len(engine.queue) != 1:
+                await asyncio.sleep(0.01)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            upload = await transcribe(client, long_speech.build(clips=1).wav())
+        with pytest.raises(websockets.ConnectionClosed):
+            async with websockets.connect(url) as ws:
+                refused = json.loads(await ws.recv())
+                await ws.recv()
+        device_free.set()
+        await blocker
+        await asyncio.gather(*(item.future for item in queued))
+    assert upload.status_code == 429
+    assert refused["error"]["code"] == "server_busy" and ws.close_code == 1013
+    assert refused["error"]["message"] == upload.json()["error"]["message"]
