@@ -28,6 +28,31 @@ async function submitAndWait(page) {
   }));
 }
 
+const streamState = (page, state) => page.waitForFunction((s) => document.body.dataset.stream === s, state,
+  { timeout: TIMEOUT_MS });
+
+// Live mode: the fake microphone loops the sample into the realtime session. Runs until an utterance has its
+// completed text after showing text while it was still open, and one more has started; then Stop commits that one.
+async function liveMode(page) {
+  await page.click("#live-stream");
+  await streamState(page, "streaming");
+  const lines = () => page.$$eval("#utterances .utterance", (items) => items.map((li) => ({
+    className: li.className, text: li.textContent, final: li.dataset.final ?? null,
+    shownWhileOpen: li.dataset.shownWhileOpen ?? null, deltas: Number(li.dataset.deltas),
+  })));
+  await page.waitForFunction(() => {
+    const lines = [...document.querySelectorAll("#utterances .utterance")];
+    const early = lines.findIndex((li) => li.classList.contains("done") && li.dataset.shownWhileOpen);
+    return early >= 0 && lines.length > early + 1;
+  }, null, { timeout: TIMEOUT_MS }).catch(async (error) => {
+    const state = await page.textContent("#stream-state");
+    throw new Error(`${error.message}\nstream state: ${state}\nlines: ${JSON.stringify(await lines())}`);
+  });
+  await page.click("#live-stream");
+  await streamState(page, "stopped");
+  return lines();
+}
+
 async function main() {
   const out = { requests: [], consoleErrors: [], pageErrors: [] };
   const context = await chromium.launchPersistentContext(config.userDataDir, {
@@ -45,6 +70,11 @@ async function main() {
     await page.setInputFiles("#file", config.sample);
 
     out.withoutKey = await submitAndWait(page); // the page asks for the key: a 401 explained in the page
+    await page.click("#live-stream"); // live mode without the key: the session is refused, and the page says why
+    await streamState(page, "error");
+    out.liveWithoutKey = await page.evaluate(() => ({
+      error: document.getElementById("error").textContent, state: document.getElementById("stream-state").textContent,
+    }));
     await page.fill("#apikey", config.apiKey);
     await page.dispatchEvent("#apikey", "change");
     out.upload = await submitAndWait(page);
@@ -82,6 +112,7 @@ async function main() {
     await recordState("recorded");
     out.recordState = await page.textContent("#record-state");
     out.recording = await submitAndWait(page);
+    out.liveMode = await liveMode(page);
   } finally {
     await context.close();
   }

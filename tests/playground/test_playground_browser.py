@@ -131,3 +131,23 @@ def test_no_request_leaves_loopback(browser_run: dict) -> None:
     # the only failed loads are the two the test provokes (no key, corrupt file): no missing asset, no favicon
     failed = [e for e in browser_run["consoleErrors"] if "Failed to load resource" in e]
     assert len(failed) == 2 and "401" in failed[0] and "400" in failed[1], browser_run["consoleErrors"]
+
+
+def test_live_mode_refused_without_the_key_says_why(browser_run: dict) -> None:
+    refused = browser_run["liveWithoutKey"]
+    assert "missing or invalid API key" in refused["error"] and "invalid_api_key" in refused["error"]
+    assert refused["state"].startswith("closed by the server: 1008")
+
+
+def test_live_mode_shows_text_while_speaking_then_the_completed_utterance(browser_run: dict) -> None:
+    """The fake microphone loops samples/demo.wav into /v1/realtime through an AudioWorklet (pcm16 at 24 kHz):
+    an utterance showed text while it was still open (partial deltas), then its completed text; Stop commits the
+    open utterance and every line ends with its text."""
+    lines = browser_run["liveMode"]
+    assert all(line["className"].startswith("utterance done") for line in lines), lines
+    early = [line for line in lines if line["shownWhileOpen"]]
+    assert early, lines
+    for line in early:  # what showed while speaking is what the words started as (or the final decode revised it)
+        assert line["deltas"] >= 1 and line["final"] and line["text"] == line["final"]
+    finals = [line["final"] for line in lines if line["final"]]
+    assert EXPECTED in finals, finals  # a whole loop of the sample, transcribed like its upload

@@ -17,7 +17,8 @@ from serving import serve, transcribe
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_DIR = ROOT / "inference" / "asr_inference" / "playground"
 SAMPLE = ROOT / "samples" / "demo.wav"
-ASSET = re.compile(r"""(?:href|src)="([^"]+)"|from\s+"([^"]+)"|import\s+"([^"]+)\"""")
+# href/src in HTML, ES module imports, and the AudioWorklet module the live mode loads
+ASSET = re.compile(r"""(?:href|src)="([^"]+)"|from\s+"([^"]+)"|import\s+"([^"]+)"|addModule\("([^"]+)"\)""")
 EXTERNAL = re.compile(r"""(?i:https?:)?//[a-zA-Z0-9.-]+\.[a-zA-Z]{2,}|@import|\burl\(""")  # CSS url(), not URL()
 
 

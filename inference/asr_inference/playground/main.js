@@ -3,12 +3,15 @@
 import { apiKey, fetchConfig, setApiKey, transcribe } from "./api.js";
 import { startLivePanel } from "./live.js";
 import { Recorder } from "./recorder.js";
+import { LiveStream } from "./stream.js";
+import { clearStreamView, showStreamEvent } from "./stream-view.js";
 import { highlight, render } from "./transcript.js";
 
 const $ = (id) => document.getElementById(id);
 const recorder = new Recorder();
 let audio = null; // {blob, filename}: the upload or the last recording
 let playerUrl = null;
+let live = null; // the LiveStream while live mode runs
 
 function setState(state) {
   document.body.dataset.state = state; // idle | busy | done | error (also what the browser test waits for)
@@ -95,15 +98,62 @@ async function onRecord() {
   }
 }
 
+// Live mode's state: idle | connecting | streaming | stopping | stopped | error (the browser test waits on it).
+function setStreamState(state, text) {
+  document.body.dataset.stream = state;
+  $("stream-state").textContent = text;
+  $("live-stream").textContent = ["connecting", "streaming"].includes(state) ? "■ Stop live" : "◉ Live";
+  $("live-stream").classList.toggle("recording", state === "streaming");
+  $("record").disabled = ["connecting", "streaming", "stopping"].includes(state);
+}
+
+function onStreamEvent(event) {
+  showStreamEvent(event);
+  if (event.type === "error") showError(`live: ${event.error.message} (${event.error.code || event.error.type})`);
+}
+
+function onStreamClosed({ code, reason }) {
+  live = null;
+  const clean = code === 1000 || code === 1005; // closed by the page (1005: no status sent)
+  setStreamState(clean ? "stopped" : "error", clean ? "stopped" : `closed by the server: ${code} ${reason}`.trim());
+}
+
+async function onLive() {
+  if (live) {
+    setStreamState("stopping", "finishing the last words…");
+    await live.stop();
+    return;
+  }
+  showError("");
+  clearStreamView();
+  setStreamState("connecting", "connecting…");
+  const onProgress = (seconds) => {
+    if (document.body.dataset.stream === "streaming") $("stream-state").textContent = `listening… ${seconds.toFixed(0)} s`;
+  };
+  live = new LiveStream({ onEvent: onStreamEvent, onClose: onStreamClosed, onProgress });
+  try {
+    await live.start({ language: $("language").value, apiKey: apiKey() });
+    setStreamState("streaming", "listening…");
+  } catch (error) {
+    // a refused session (no API key, server busy) has already said why in an error event and its close
+    if ($("error").hidden) showError(`live: ${error.message}`);
+    if (live) await live.stop();
+    live = null;
+    if (document.body.dataset.stream === "connecting") setStreamState("error", "");
+  }
+}
+
 function init() {
   setState("idle");
   setRecordState("idle", "");
+  setStreamState("idle", "");
   recorder.onProgress = (seconds) => setRecordState("recording", `recording… ${seconds.toFixed(0)} s`);
   $("file").addEventListener("change", () => {
     const file = $("file").files[0];
     if (file) useAudio(file, file.name);
   });
   $("record").addEventListener("click", onRecord);
+  $("live-stream").addEventListener("click", onLive);
   $("apikey").addEventListener("change", () => setApiKey($("apikey").value.trim()));
   $("request").addEventListener("submit", onSubmit);
   $("player").addEventListener("timeupdate", () => highlight($("player").currentTime));
