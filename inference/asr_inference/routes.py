@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .loading import Loaded
 
 TRANSCRIBE_PATH = "/v1/audio/transcriptions"
-CLIENT_CLOSED = 499  # nginx's code for "client closed the request"
+CLIENT_CLOSED = streaming.CLIENT_CLOSED
 
 
 def add_routes(app: FastAPI, state: ServerState) -> None:
@@ -146,7 +146,15 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
         cutting = chunking.parse(await request.form(), settings)
         ctx = request.scope["state"]["asr"]
         if stream:
-            return streaming.sse_response(loaded.transcriber, loaded.engine, file.file, options, cutting, ctx)
+            return await streaming.sse_response(
+                loaded.transcriber,
+                loaded.engine,
+                file.file,
+                options,
+                cutting,
+                ctx,
+                lambda: _wait_for_disconnect(request),
+            )
         result = await _transcribe(request, state, loaded, file, options, cutting)
         if isinstance(result, Response):
             return result

@@ -6,6 +6,7 @@ file is left behind; requests batched beside them are unharmed."""
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,20 +31,29 @@ def upload_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     yield d
 
 
+def _sse_error(response: httpx.Response) -> dict | None:
+    """A `stream=true` response that started (200): its `error` event's body, if it ended with one."""
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    errors = [e for e in events if e.get("type") == "error"]
+    return errors[-1] if errors else None
+
+
 def _problems(name: str, kind: str, response: httpx.Response, secret_dir: Path, upload_dir: Path) -> list[str]:
     out = []
     status = response.status_code
-    if kind == "streamed" and status == 200:
+    streamed_error = _sse_error(response) if status == 200 else None
+    if kind == "streamed" and status == 200 and streamed_error is None:
         return []
-    if not 400 <= status < 500:
+    if streamed_error is None and not 400 <= status < 500:
         out.append(f"{name}: HTTP {status} {response.text[:200]}")
     if kind in ("reach", "foreign") and status != 415:
         out.append(f"{name} ({kind}): HTTP {status}, not 415: {response.text[:200]}")
     try:
-        error = response.json()["error"]
+        error = (streamed_error or response.json())["error"]
         assert set(error) == {"message", "type", "code"}
-    except Exception:
-        return [*out, f"{name}: not the error envelope: {response.text[:200]}"]
+        assert error["type"] != "server_error", "a server error"
+    except Exception as failed:
+        return [*out, f"{name}: not the error envelope of a client error ({failed}): {response.text[:200]}"]
     message = error["message"]
     for leak in (str(secret_dir), str(upload_dir), "/tmp", "asr-upload-", "asr-audio-", hostile_corpus.SECRET_NAME):
         if leak in message:
@@ -53,7 +63,17 @@ def _problems(name: str, kind: str, response: httpx.Response, secret_dir: Path, 
     return out
 
 
-async def test_hostile_corpus_gets_4xx_and_leaves_nothing_behind(tmp_path: Path, upload_dir: Path) -> None:
+def _sse_done_text(response: httpx.Response) -> str | None:
+    events = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    return next((e["text"] for e in events if e.get("type") == "transcript.text.done"), None)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_hostile_corpus_gets_4xx_and_leaves_nothing_behind(
+    tmp_path: Path, upload_dir: Path, stream: bool
+) -> None:
+    """With `stream=true` too: a refusal before the stream starts is the same 4xx; one after it (the 200 is sent)
+    is the `error` event with the same envelope, a client error, and no server path either."""
     secret_dir = tmp_path / "secret"
     secret_dir.mkdir()
     corpus = hostile_corpus.build(secret_dir, str(upload_dir))
@@ -65,7 +85,8 @@ async def test_hostile_corpus_gets_4xx_and_leaves_nothing_behind(tmp_path: Path,
     ):
 
         async def post(name: str, data: bytes) -> httpx.Response:
-            return await client.post("/v1/audio/transcriptions", files={"file": (name, data)})
+            form = {"stream": "true"} if stream else {}
+            return await client.post("/v1/audio/transcriptions", files={"file": (name, data)}, data=form)
 
         hostile = [post(name, data) for name, (data, _) in corpus.items()]
         mates = [post("demo.wav", good) for _ in range(8)]  # batched beside the hostile ones
@@ -74,7 +95,8 @@ async def test_hostile_corpus_gets_4xx_and_leaves_nothing_behind(tmp_path: Path,
     for (name, (_, kind)), response in zip(corpus.items(), responses, strict=False):
         problems += _problems(name, kind, response, secret_dir, upload_dir)
     for response in responses[len(corpus) :]:
-        if response.status_code != 200 or response.json()["text"] != EXPECTED:
+        text = _sse_done_text(response) if stream else response.json().get("text")
+        if response.status_code != 200 or text != EXPECTED:
             problems.append(f"a batch-mate was harmed: HTTP {response.status_code} {response.text[:200]}")
     left = sorted(str(p.relative_to(upload_dir)) for p in upload_dir.rglob("*") if p.is_file())
     if left:

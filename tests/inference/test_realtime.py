@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -344,3 +345,47 @@ async def test_a_session_goes_through_the_admission_an_upload_gets() -> None:
     assert upload.status_code == 429
     assert refused["error"]["code"] == "server_busy" and ws.close_code == 1013
     assert refused["error"]["message"] == upload.json()["error"]["message"]
+
+
+HOSTILE_EVENTS = {
+    "not json": "{not json",
+    "a list": "[1, 2]",
+    "no type": json.dumps({"audio": "AAAA"}),
+    "unknown type": json.dumps({"type": "response.create"}),
+    "audio not a string": json.dumps({"type": "input_audio_buffer.append", "audio": 42}),
+    "audio not base64": json.dumps({"type": "input_audio_buffer.append", "audio": "../../etc/passwd"}),
+    "odd byte count": json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(b"abc").decode()}),
+    "empty commit": json.dumps({"type": "input_audio_buffer.commit"}),
+    "a rate it cannot take": json.dumps({"type": "session.update", "session": {"input_audio_format": "g711_ulaw",
+                                         "audio": {"input": {"format": {"type": "audio/pcm", "rate": 8000}}}}}),
+    "a language file path": json.dumps({"type": "session.update", "session": {
+        "input_audio_transcription": {"language": "/etc/passwd"}}}),
+    "session not an object": json.dumps({"type": "session.update", "session": "/tmp/x"}),
+}  # fmt: skip
+
+
+async def test_hostile_events_get_client_errors_that_name_no_server_path() -> None:
+    """Each hostile event on its own session: an `error` event in the envelope (a client error, never an internal
+    one) or a clean close, and no message names a server path, the temp directory or a traceback."""
+    paths = re.compile(r"(?:/[\w.-]+){2,}|\btmp\b|asr-(?:upload|audio)-|Traceback|File \"")
+    async with live_server() as (_, url):
+        results = {}
+        for name, payload in HOSTILE_EVENTS.items():
+            events: list[dict] = []
+            async with websockets.connect(url) as ws:
+                await ws.send(payload)
+                with contextlib.suppress(TimeoutError, websockets.ConnectionClosed):
+                    async with asyncio.timeout(2):
+                        async for raw in ws:
+                            events.append(json.loads(raw))
+            results[name] = [e["error"] for e in events if e["type"] == "error"]
+    problems = []
+    for name, errors in results.items():
+        if not errors:
+            problems.append(f"{name}: no error event")
+        for error in errors:
+            if set(error) != {"type", "code", "message", "param"} or error["type"] == "server_error":
+                problems.append(f"{name}: not a client error in the envelope: {error}")
+            if paths.search(error["message"]) and "/etc/passwd" not in error["message"]:
+                problems.append(f"{name}: the message names a path: {error['message']}")
+    assert not problems, "\n".join(problems)
