@@ -107,7 +107,7 @@ async def _load(state: ServerState, pool: ThreadPoolExecutor) -> None:
     log.info(
         "ready",
         extra={"model": info.name, "family": info.family, "device": info.device, "precision": info.precision,
-               "graph_mode": info.graph_mode, "startup_s": round(state.ready_after_s, 2)},
+               "runtime": info.runtime, "graph_mode": info.graph_mode, "startup_s": round(state.ready_after_s, 2)},
     )  # fmt: skip
 
 

@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     """Warm-up check of fp16/bf16: the largest character error rate of its transcripts against fp32's."""
 
     force_precision: bool = False
-    """Serve the requested fp16/bf16 even when it fails the warm-up check (the check still runs and /readyz reports
-    it): for benchmarks that measure a precision's ceiling. Not for production."""
+    """Serve the requested fp16/bf16 (or `runtime=onnx` graph) even when it fails the warm-up check (the check still
+    runs and /readyz reports it): for benchmarks that measure a precision's or a runtime's ceiling, e.g. INT8 on a
+    random-weight model. Not for production."""
 
     tf32: bool = True
     """On CUDA: fp32 matrix products and convolutions on TF32 tensor cores (torch's "high" float32 matmul precision,
@@ -70,6 +71,20 @@ class Settings(BaseSettings):
     handling and decoding do not stall it; the graph is kept only if it reproduces the eager outputs on warm-up
     batches of other shapes (else eager, reason in /readyz). Paraformer and Fun-ASR-Nano run eagerly. eager: plain
     PyTorch modules."""
+
+    runtime: Literal["pytorch", "onnx"] = "pytorch"
+    """What runs the batched forward. onnx (SenseVoice): the forward exported to ONNX (once, cached in
+    `onnx_cache_dir`) and run by ONNX Runtime, the faster runtime for CPU pods; served only if it passes the warm-up
+    gate against the PyTorch fp32 forward (finite, `precision_min_agreement`, `precision_max_cer`), else PyTorch
+    serves and /readyz says why. Runs in fp32 (or INT8 with `quantize`): a reduced `precision` does not apply."""
+
+    quantize: Literal["none", "int8"] = "none"
+    """With `runtime=onnx`: int8 quantizes the exported graph (dynamic INT8: int8 weights per channel, activations
+    quantized on the fly; ~3x smaller, faster matrix products on CPU). It passes the same warm-up gate."""
+
+    onnx_cache_dir: Path | None = None
+    """Where exported ONNX graphs are kept, keyed by the weights' hash, opset, exporter and quantization (default
+    ~/.cache/asr-platform/onnx; in a pod a writable volume, so a restart does not export again)."""
 
     max_batch_size: int = Field(16, ge=1, le=1024)
     """Most items (audio segments) in one forward pass."""

@@ -161,6 +161,9 @@ def server_env(asr: ASR) -> dict[str, str]:
             "ASR_FAMILY": s.model.family,
             "ASR_DEVICE": s.device,
             "ASR_PRECISION": s.precision,
+            "ASR_RUNTIME": s.model.runtime,
+            "ASR_QUANTIZE": s.model.quantize,
+            "ASR_ONNX_CACHE_DIR": f"{MODELS_CACHE_DIR}/onnx",  # on the model cache volume: a restart reuses it
             "ASR_MAX_BATCH_SIZE": str(s.batching.max_batch_size),
             "ASR_MAX_WAIT_MS": str(s.batching.max_wait_ms),
             "ASR_MAX_BATCH_AUDIO_S": _num(s.batching.max_batch_audio_seconds),

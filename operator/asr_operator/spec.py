@@ -47,6 +47,8 @@ class ModelSpec(_Model):
     hub: Literal["modelscope", "huggingface", "local"] | None = None
     revision: str | None = Field(default=None, max_length=128)
     family: Literal["auto", "sensevoice", "paraformer", "fun-asr-nano"] = "auto"
+    runtime: Literal["pytorch", "onnx"] = "pytorch"
+    quantize: Literal["none", "int8"] = "none"
     cache: ModelCache | None = None
 
     @property
@@ -261,6 +263,8 @@ def cel_equivalent_errors(spec: ASRDeploymentSpec) -> list[str]:
     errors: list[str] = []
     if spec.precision == "fp16" and spec.device != "cuda":
         errors.append("precision fp16 needs device cuda (on CPU use fp32 or bf16)")
+    if spec.model.quantize != "none" and spec.model.runtime != "onnx":
+        errors.append("model.quantize int8 needs model.runtime onnx")
     if spec.resources.gpus and spec.device != "cuda":
         errors.append("resources.gpus > 0 needs device cuda")
     if spec.device == "cuda" and spec.resources.gpus == 0:

@@ -52,13 +52,17 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "hub-local-with-id": ({"model": {"source": "iic/x", "hub": "local"}}, "needs model.source to be an absolute path"),
     "path-with-hub": ({"model": {"source": "/models/x", "hub": "modelscope"}}, "model.hub must be local or unset"),
     "demo-with-revision": ({"model": {"source": "builtin:demo", "revision": "v1"}}, "builtin:demo has no revision"),
+    "int8-on-pytorch": (
+        {"model": {"source": "x/y", "quantize": "int8"}},
+        "model.quantize int8 needs model.runtime onnx",
+    ),
     "two-caches": (
         {"model": {"source": "x/y", "cache": {"pvcName": "m", "hostPath": "/data"}}},
         "set at most one of model.cache.pvcName",
     ),
     "no-model": ({}, "spec.model: Required value"),
     "bad-device": (_with(device="tpu"), 'spec.device: Unsupported value: "tpu"'),
-    "bad-precision": (_with(precision="int8"), 'spec.precision: Unsupported value: "int8"'),
+    "bad-precision": (_with(precision="int4"), 'spec.precision: Unsupported value: "int4"'),
     "bad-family": ({"model": {"source": "x", "family": "whisper"}}, 'spec.model.family: Unsupported value: "whisper"'),
     "batch-too-big": (_with(batching={"maxBatchSize": 5000}), "maxBatchSize in body should be less than or equal"),
     "negative-replicas": (_with(replicas=-1), "spec.replicas in body should be greater than or equal to 0"),

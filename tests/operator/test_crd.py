@@ -146,6 +146,7 @@ VALID = {
     "hpa-no-prometheus": _with(autoscaling={"enabled": True, "engine": "hpa", "minReplicas": 2, "maxReplicas": 2}),
     "disabled-autoscaling-any-bounds": _with(autoscaling={"enabled": False, "minReplicas": 5, "maxReplicas": 2}),
     "one-cache": {"model": {"source": "x/y", "cache": {"pvcName": "models"}}},
+    "onnx-int8": {"model": {"source": "x/y", "runtime": "onnx", "quantize": "int8"}, "device": "cpu"},
     "keda-scale-to-zero": _with(autoscaling={**KEDA_OK, "minReplicas": 0}),
     "disabled-autoscaling-min-zero": _with(autoscaling={"enabled": False, "engine": "hpa", "minReplicas": 0}),
 }
@@ -168,6 +169,7 @@ INVALID_CEL = {
     "hub-local-with-id": ({"model": {"source": "iic/x", "hub": "local"}}, "needs model.source to be an absolute"),
     "path-with-hub": ({"model": {"source": "/models/x", "hub": "modelscope"}}, "model.hub must be local"),
     "demo-with-revision": ({"model": {"source": "builtin:demo", "revision": "v1"}}, "no revision"),
+    "int8-on-pytorch": ({"model": {"source": "x/y", "quantize": "int8"}}, "quantize int8 needs model.runtime onnx"),
     "two-caches": (
         {"model": {"source": "x/y", "cache": {"pvcName": "m", "hostPath": "/data"}}},
         "at most one of model.cache",
@@ -218,7 +220,8 @@ def test_every_cel_rule_is_exercised(crd_schema: dict[str, Any]) -> None:
 SCHEMA_INVALID = {
     "no-model": {},
     "bad-device": _with(device="tpu"),
-    "bad-precision": _with(precision="int8"),
+    "bad-precision": _with(precision="int4"),  # int8 is model.quantize (runtime onnx), not a precision
+    "bad-runtime": {"model": {"source": "x", "runtime": "tensorrt"}},
     "bad-family": {"model": {"source": "x", "family": "whisper"}},
     "batch-too-big": _with(batching={"maxBatchSize": 5000}),
     "negative-replicas": _with(replicas=-1),

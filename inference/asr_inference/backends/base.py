@@ -60,6 +60,13 @@ class ModelInfo:
     precision_cer: float | None = None  # character error rate of the reduced precision's warm-up transcripts
     graph_mode: str = "eager"  # how the batched forward runs: "trace" (TorchScript graph) or "eager"
     graph_fallback_reason: str | None = None  # why a requested graph is not used
+    runtime: str = "pytorch"  # what runs the forward: "pytorch" or "onnx" (after the warm-up gate)
+    requested_runtime: str = "pytorch"
+    quantize: str = "none"  # with runtime onnx: "none" or "int8"
+    runtime_fallback_reason: str | None = None  # why the requested runtime does not serve
+    runtime_agreement: float | None = None  # onnx: share of warm-up frames with PyTorch fp32's best token
+    runtime_cer: float | None = None  # onnx: CER of its warm-up transcripts against PyTorch fp32's
+    runtime_forced: bool = False  # onnx served despite a failed check (`force_precision`, for benchmark ceilings)
     tf32: bool | None = None  # CUDA: fp32 products on TF32 tensor cores (--tf32); None where it does not apply (CPU)
 
 

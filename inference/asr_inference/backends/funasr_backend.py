@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from ..cpus import intra_op_threads, usable_cpus
 from ..errors import ModelLoadError
 from ..features import FastFbank
 from ..metrics import Metrics
-from . import precision_gate
+from . import onnx_forward, precision_gate
 from .base import DecodeOptions, ItemResult, ModelInfo, Prepared, Token
 from .cuda_setup import configure_tf32, select_device
 from .graph import ForwardFn, SenseVoiceForward, trace_checked
@@ -84,6 +85,8 @@ class FunASRBackend:
         self._features: FastFbank | None = None
         self._sv_forward: SenseVoiceForward | None = None
         self._sv_graph: ForwardFn | None = None  # traced `_sv_forward` at the serving precision (set by `warm`)
+        self._onnx: ForwardFn | None = None  # `_sv_forward` in ONNX Runtime, once it passed the gate (`warm`)
+        self._weights: Path | None = None
 
     # ------------------------------------------------------------------ load
     def load(self) -> None:
@@ -120,6 +123,7 @@ class FunASRBackend:
             log.info("setting WavFrontend dither %s -> 0.0 for deterministic results", self.frontend.dither)
             self.frontend.dither = 0.0
         self._verify_weights(self._am.kwargs.get("init_param"))
+        self._weights = Path(self._am.kwargs["init_param"])
         if self.frontend is not None and self.family != "fun-asr-nano":
             self._features = FastFbank(self.frontend)
         if self.family == "sensevoice":
@@ -217,8 +221,60 @@ class FunASRBackend:
         self.info.precision = candidate
         self.info.precision_fallback_reason = reason if candidate == "fp32" else None
         self.info.precision_check_failure = reason
+        self._choose_runtime(items, reference)
         self._choose_graph(items)
         return self.info
+
+    def _choose_runtime(self, items: Sequence[Prepared], reference: BatchOutput) -> None:
+        """`runtime=onnx`: export (or take from the cache) the SenseVoice forward, run the warm-up items through ONNX
+        Runtime and keep it only if it passes the precision gate against the PyTorch fp32 outputs."""
+        settings, reason = self.settings, None
+        self._onnx = None
+        self.info.requested_runtime, self.info.quantize = settings.runtime, settings.quantize
+        if settings.runtime == "onnx":
+            if self._sv_forward is None:
+                reason = f"the onnx runtime covers SenseVoice models; this {self.family} model runs on PyTorch"
+            elif self.precision != "fp32":
+                reason = f"the onnx runtime runs fp32 (or int8) graphs; precision {self.precision} was asked for"
+            else:
+                reason = self._try_onnx(items, reference)
+            if reason is not None:
+                log.warning("runtime onnx requested; PyTorch serves: %s", reason)
+        self.info.runtime = "onnx" if self._onnx is not None else "pytorch"
+        self.info.runtime_fallback_reason = reason
+
+    def _try_onnx(self, items: Sequence[Prepared], reference: BatchOutput) -> str | None:
+        assert self._sv_forward is not None
+        label = "onnx int8" if self.settings.quantize == "int8" else "onnx"
+        options = [DecodeOptions()] * len(items)
+        try:
+            example = self._sensevoice_inputs(items[:2], options[:2])
+            cache = self.settings.onnx_cache_dir or onnx_forward.default_cache_dir()
+            path = onnx_forward.prepared_graph(self._sv_forward, example, self._weights, self.settings.quantize, cache)
+            forward = onnx_forward.OnnxForward(path, torch.get_num_threads(), self.device)
+            with torch.inference_mode():
+                candidate = self._sensevoice(items, options, forward)
+        except Exception as exc:  # an export or a runtime that fails is a refused optimisation, not a failed start
+            return f"{label} could not be prepared: {type(exc).__name__}: {exc}"
+        verdict = precision_gate.judge(
+            label,
+            finite=candidate.finite,
+            reference_texts=[r.text for r in reference.results],
+            candidate_texts=[r.text for r in candidate.results],
+            reference_frames=reference.frames,
+            candidate_frames=candidate.frames,
+            min_agreement=self.settings.precision_min_agreement,
+            max_cer=self.settings.precision_max_cer,
+        )
+        self.info.runtime_agreement, self.info.runtime_cer = verdict.agreement, verdict.cer
+        if verdict.reason is not None and self.settings.force_precision:
+            log.warning("%s fails the warm-up check but is forced: %s", label, verdict.reason)
+            self.info.runtime_forced = True
+        elif verdict.reason is not None:
+            return verdict.reason
+        self._onnx = forward
+        log.info("%s serves the forward (%s, %s)", label, forward.provider, forward.path)
+        return None
 
     def _choose_graph(self, items: Sequence[Prepared]) -> None:
         """`graph_mode=trace`: trace the SenseVoice forward and keep the graph only if it reproduces the eager
@@ -226,6 +282,8 @@ class FunASRBackend:
         reason: str | None = None
         if self.settings.graph_mode == "eager":
             reason = "graph_mode=eager"
+        elif self._onnx is not None:
+            reason = "the onnx runtime serves the forward"
         elif self._sv_forward is None:
             reason = f"graph mode covers SenseVoice models; this {self.family} model runs eagerly"
         else:
@@ -248,7 +306,7 @@ class FunASRBackend:
             )
         self.info.graph_mode = "trace" if self._sv_graph is not None else "eager"
         self.info.graph_fallback_reason = reason if self.settings.graph_mode == "trace" else None
-        if self.settings.graph_mode == "trace" and self._sv_graph is None:
+        if self.settings.graph_mode == "trace" and self._sv_graph is None and self._onnx is None:
             log.warning("graph_mode=trace requested; the forward runs eagerly: %s", reason)
 
     # ------------------------------------------------------------------ batch (inference thread)
@@ -264,6 +322,9 @@ class FunASRBackend:
         return out.results
 
     def _run(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
+        if self._onnx is not None and precision == self.precision:  # only ever set for SenseVoice, in fp32
+            with torch.inference_mode():
+                return self._sensevoice(items, options, self._onnx)
         if self._sv_graph is not None and precision == self.precision:  # only ever set for SenseVoice
             with torch.inference_mode():  # no autocast: the graph was traced under it and replays its casts
                 return self._sensevoice(items, options, self._sv_graph)
