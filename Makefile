@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[inference,operator,bench,test,dev]'
+	# asr-bench's funasr-onnx peer, without its numpy<=1.26.4 pin (it runs on numpy 2; the pin would downgrade
+	# the whole venv); its other dependencies come with funasr.
+	$(BIN)/pip install -q --no-deps funasr-onnx==0.4.3
 	touch $(STAMP)
 
 serve: $(STAMP)

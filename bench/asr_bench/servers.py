@@ -23,7 +23,7 @@ class ServerConfig:
     """One side of the comparison."""
 
     name: str
-    kind: str  # "ours" | "funasr-server" | "external"
+    kind: str  # "ours" | "funasr-server" | "funasr-onnx" | "external"
     description: str
     max_batch_size: int = 1
     precision: str = "fp32"
@@ -33,7 +33,7 @@ class ServerConfig:
 
     @property
     def ready_path(self) -> str:
-        return "/health" if self.kind == "funasr-server" else "/readyz"
+        return "/health" if self.kind in ("funasr-server", "funasr-onnx") else "/readyz"
 
     @property
     def form(self) -> dict[str, str]:
@@ -82,6 +82,15 @@ def standard_configs(max_batch_size: int, max_wait_ms: float, server_args: list[
         ),
         "funasr-server": ServerConfig(
             "funasr-server", "funasr-server", "FunASR's own funasr-server (AutoModel.generate, one request at a time)"
+        ),
+        "funasr-onnx": ServerConfig(
+            "funasr-onnx", "funasr-onnx", "FunASR's ONNX runtime (funasr-onnx) on FunASR's own export, one at a time"
+        ),
+        "funasr-onnx-int8": ServerConfig(
+            "funasr-onnx-int8",
+            "funasr-onnx",
+            "FunASR's ONNX runtime (funasr-onnx) on FunASR's own INT8 export (model_quant.onnx), one at a time",
+            extra_args=["--quantize"],
         ),
     }
 
@@ -166,6 +175,9 @@ class ServerProcess:
                 "text",
                 *c.extra_args,
             ]
+        if c.kind == "funasr-onnx":  # no server of its own: a thin one around its Python API (onnx_peer.py)
+            return [sys.executable, "-m", "asr_bench.onnx_peer", "--model", str(self.model), "--ncpu", str(self.ncpu),
+                    "--host", HOST, "--port", str(self.port), *c.extra_args]  # fmt: skip
         peer_args = ["--host", HOST, "--port", str(self.port), "--device", self.device, "--model-path", str(self.model)]
         if self.peer_stock:
             exe = bindir / "funasr-server"

@@ -1,0 +1,131 @@
+"""FunASR's own ONNX runtime (`funasr-onnx`) behind a thin HTTP server, as a benchmark peer.
+
+    python -m asr_bench.onnx_peer --model DIR [--quantize] --ncpu 2 --host 127.0.0.1 --port 9000
+
+`funasr-onnx` has no server: its examples call `SenseVoiceSmall(model_dir)(wav)` one request at a time, so this
+serves exactly that — `POST /v1/audio/transcriptions` (multipart `file`, a 16-kHz WAV) decoded under a lock, one
+at a time, `GET /health` once loaded. The model it runs is FunASR's own export (`AutoModel.export(type="onnx",
+quantize=...)`: `model.onnx` / `model_quant.onnx`), made once into a work directory next to the model (links to
+its files, the tokenizer under the name funasr-onnx looks for), so the model directory itself is never written.
+Its ONNX Runtime session gets `--ncpu` intra-op threads, as our server gets torch threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import logging
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+from aiohttp import web
+
+log = logging.getLogger("asr_bench.onnx_peer")
+TAGS = re.compile(r"<\|[^|]*\|>")  # SenseVoice's language/emotion/event/itn tags, as funasr-server strips them
+TOKENIZER_NAME = "chn_jpn_yue_eng_ko_spectok.bpe.model"  # the file name funasr_onnx.SenseVoiceSmall opens
+
+
+def work_dir(model: Path, quantize: bool) -> Path:
+    """A directory funasr-onnx can load: links to the model's files and FunASR's export of it (made once)."""
+    out = model.parent / f"{model.name}.funasr-onnx"
+    target = out / ("model_quant.onnx" if quantize else "model.onnx")
+    if target.is_file():
+        return out
+    out.mkdir(exist_ok=True)
+    for f in model.iterdir():
+        link = out / f.name
+        if f.is_file() and not link.exists():
+            link.symlink_to(f.resolve())
+    tokenizer = out / TOKENIZER_NAME
+    if not tokenizer.exists() and (model / "bpe.model").is_file():
+        tokenizer.symlink_to((model / "bpe.model").resolve())
+    import torch
+    from funasr import AutoModel
+
+    original = torch.onnx.export
+
+    def torchscript_export(*args: Any, **kwargs: Any) -> Any:
+        # torch >= 2.9 defaults to the dynamo exporter, which needs onnxscript; funasr's export was written for
+        # the TorchScript one (the one our --runtime onnx uses too)
+        kwargs.setdefault("dynamo", False)
+        return original(*args, **kwargs)
+
+    torch.onnx.export = torchscript_export  # type: ignore[assignment]
+    try:
+        automodel = AutoModel(model=str(out), disable_update=True, device="cpu")
+        exported = automodel.export(type="onnx", quantize=quantize)
+    finally:
+        torch.onnx.export = original
+    log.info("funasr exported %s", exported)
+    if not target.is_file():
+        raise RuntimeError(f"funasr's export did not write {target} (it returned {exported!r})")
+    return out
+
+
+class Peer:
+    def __init__(self, model: Path, quantize: bool, ncpu: int) -> None:
+        from funasr_onnx import SenseVoiceSmall
+
+        self.model = SenseVoiceSmall(str(work_dir(model, quantize)), quantize=quantize, intra_op_num_threads=ncpu)
+        self.lock = threading.Lock()  # one request at a time, as funasr-onnx's own examples run it
+
+    def transcribe(self, wav: bytes) -> str:
+        samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
+        if samples.ndim == 2:
+            samples = samples.mean(axis=1)
+        if rate != 16000:
+            raise ValueError(f"send 16-kHz audio (got {rate} Hz)")
+        with self.lock:
+            result: Any = self.model(np.ascontiguousarray(samples), language="auto", textnorm="woitn")
+        return TAGS.sub("", str(result[0])).strip() if result else ""
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=400)
+
+
+def app(peer: Peer) -> web.Application:
+    async def health(_: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def transcriptions(request: web.Request) -> web.Response:
+        wav = b""
+        if not request.content_type.startswith("multipart/"):
+            return _bad_request("send multipart/form-data with a `file` part")
+        async for part in await request.multipart():
+            if getattr(part, "name", None) == "file":
+                wav = await part.read()  # type: ignore[union-attr]
+        if not wav:
+            return _bad_request("no `file` part")
+        text = await asyncio.get_running_loop().run_in_executor(None, peer.transcribe, wav)
+        return web.json_response({"text": text})
+
+    application = web.Application(client_max_size=64 << 20)
+    application.add_routes([web.get("/health", health), web.post("/v1/audio/transcriptions", transcriptions)])
+    return application
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m asr_bench.onnx_peer", description=__doc__)
+    parser.add_argument("--model", type=Path, required=True, help="a SenseVoice model directory")
+    parser.add_argument("--quantize", action="store_true", help="FunASR's INT8 export (model_quant.onnx)")
+    parser.add_argument("--ncpu", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.ncpu))
+    peer = Peer(args.model.resolve(), args.quantize, args.ncpu)
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(app(peer), host=args.host, port=args.port, print=None)
+
+
+if __name__ == "__main__":
+    main()
