@@ -57,7 +57,7 @@ def work_dir(model: Path, quantize: bool) -> Path:
         kwargs.setdefault("dynamo", False)
         return original(*args, **kwargs)
 
-    torch.onnx.export = torchscript_export  # type: ignore[assignment]
+    torch.onnx.export = torchscript_export
     try:
         automodel = AutoModel(model=str(out), disable_update=True, device="cpu")
         exported = automodel.export(type="onnx", quantize=quantize)
