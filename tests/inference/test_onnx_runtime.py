@@ -132,3 +132,20 @@ async def test_onnx_is_refused_where_it_does_not_apply(tmp_path: Path, monkeypat
     assert "precision bf16 was asked for" in reduced["runtime_fallback_reason"]
     assert failed["runtime"] == "pytorch"
     assert failed["runtime_fallback_reason"] == "onnx could not be prepared: RuntimeError: exporter exploded"
+
+
+def test_asr_export_builds_the_graph_a_start_then_loads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`asr-export` leaves the cache entry a server with the same flags uses, and says whether it passes the gate."""
+    from asr_inference import export
+
+    assert export.main(["--onnx-cache-dir", str(tmp_path), "--quantize", "int8"]) == 0
+    verdict = json.loads(capsys.readouterr().out)
+    assert verdict["runtime"] == "onnx" and verdict["quantize"] == "int8" and verdict["argmax_agreement"] >= 0.995
+    graph = Path(verdict["graph"])
+    assert graph.is_file() and graph.parent.parent == tmp_path and graph.name == "model.int8.onnx"
+    refused = ["--onnx-cache-dir", str(tmp_path), "--precision", "bf16", "--force-precision"]
+    assert export.main(refused) == 1
+    assert "precision bf16" in json.loads(capsys.readouterr().out)["runtime_fallback_reason"]
+    with pytest.raises(SystemExit) as invalid:  # argparse refuses a choice that does not exist, as asr-serve does
+        export.main(["--quantize", "int4"])
+    assert invalid.value.code == 2
