@@ -29,11 +29,11 @@ def _doc(name: str) -> str:
     return " ".join((field.description or "").split())
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "asr-serve", description: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="asr-serve",
-        description="Batched FunASR speech-recognition server with an OpenAI-compatible API. "
-        "Every flag is also the env var ASR_<NAME>.",
+        prog=prog,
+        description=(description or "Batched FunASR speech-recognition server with an OpenAI-compatible API.")
+        + " Every flag is also the env var ASR_<NAME>.",
     )
     for name, field in Settings.model_fields.items():
         choices = [c for c in get_args(field.annotation) if isinstance(c, str)] or None
@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_settings(argv: Sequence[str] | None = None) -> Settings:
-    args = build_parser().parse_args(argv)
+def parse_settings(argv: Sequence[str] | None = None, parser: argparse.ArgumentParser | None = None) -> Settings:
+    args = (parser or build_parser()).parse_args(argv)
     overrides: dict[str, Any] = {k: v for k, v in vars(args).items() if v is not None}
     return Settings(**overrides)
 

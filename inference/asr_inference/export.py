@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
-from .cli import parse_settings
+from .cli import build_parser, parse_settings
 from .logging_setup import configure_logging
 from .warmup import warmup_samples
 
@@ -26,7 +26,8 @@ from .warmup import warmup_samples
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
-        settings = parse_settings([*args, "--runtime", "onnx"])
+        parser = build_parser("asr-export", "Build and check the ONNX graph `asr-serve --runtime onnx` would serve.")
+        settings = parse_settings([*args, "--runtime", "onnx"], parser)
     except ValidationError as exc:
         print(f"asr-export: invalid settings:\n{exc}", file=sys.stderr)
         return 2
