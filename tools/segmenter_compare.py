@@ -27,8 +27,10 @@ import io
 import itertools
 import json
 import sys
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -125,42 +127,42 @@ async def transcribe(client: httpx.AsyncClient, wav: bytes) -> dict:
     return response.json()
 
 
-async def measure(segmenter: str, segment_s: float, recordings: list[Recording]) -> dict[str, float]:
+@contextlib.asynccontextmanager
+async def demo_server(**settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """The demo model's app in this process, warm, and a client for it (no network)."""
     from asr_inference.app import create_app
     from asr_inference.config import Settings
 
-    app = create_app(Settings(model=None, device="cpu", segmenter=segmenter, segment_s=segment_s, cache_entries=0))
+    app = create_app(Settings(model=None, device="cpu", cache_entries=0, **settings))
     async with app.router.lifespan_context(app):
-        while not app.state.asr.ready.is_set():
-            assert app.state.asr.load_error is None, app.state.asr.load_error
-            await asyncio.sleep(0.05)
+        with contextlib.redirect_stdout(sys.stderr):  # funasr prints its version as it loads: stdout is the table
+            while not app.state.asr.ready.is_set():
+                assert app.state.asr.load_error is None, app.state.asr.load_error
+                await asyncio.sleep(0.05)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://local", timeout=600) as client:
-            pairs, stats = [], []
-            for rec in recordings:
-                body = await transcribe(client, rec.wav())
-                pairs.append((" ".join(rec.texts), body["text"]))
-                stats.append(placement(rec, body["segments"]))
+            yield client
+
+
+async def measure(segmenter: str, segment_s: float, recordings: list[Recording]) -> dict[str, float]:
+    async with demo_server(segmenter=segmenter, segment_s=segment_s) as client:
+        pairs, stats = [], []
+        for rec in recordings:
+            body = await transcribe(client, rec.wav())
+            pairs.append((" ".join(rec.texts), body["text"]))
+            stats.append(placement(rec, body["segments"]))
     totals = {key: float(np.mean([s[key] for s in stats])) for key in stats[0]}
     return {"wer": wer(pairs), **totals}
 
 
 async def alone_wer(recordings: list[Recording]) -> float:
     """Each clip as its own request (shorter than a segment: never cut)."""
-    from asr_inference.app import create_app
-    from asr_inference.config import Settings
-
-    app = create_app(Settings(model=None, device="cpu", cache_entries=0))
-    async with app.router.lifespan_context(app):
-        while not app.state.asr.ready.is_set():
-            await asyncio.sleep(0.05)
-        transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://local", timeout=600) as client:
-            pairs = []
-            for rec in recordings:
-                for (s, e), text in zip(rec.spans, rec.texts, strict=True):
-                    clip = Recording(rec.samples[int(s * RATE) : int(e * RATE)], [], [])
-                    pairs.append((text, (await transcribe(client, clip.wav()))["text"]))
+    async with demo_server() as client:
+        pairs = []
+        for rec in recordings:
+            for (s, e), text in zip(rec.spans, rec.texts, strict=True):
+                clip = Recording(rec.samples[int(s * RATE) : int(e * RATE)], [], [])
+                pairs.append((text, (await transcribe(client, clip.wav()))["text"]))
     return wer(pairs)
 
 

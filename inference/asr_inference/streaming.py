@@ -74,24 +74,23 @@ async def sse_response(
     work = asyncio.create_task(
         transcriber.transcribe(upload, options, on_queued=on_queued, chunking=chunking, on_segment=segments.put_nowait)
     )
+    outcome = "failed"  # until `_until_queued` says otherwise (it raises what failed before the stream)
     try:
         outcome = await _until_queued(work, queued, client_gone, deadline - time.perf_counter())
-    except BaseException:
-        outcome = "failed"
-        raise
     finally:
         if outcome != "started":
             ticket.release()
             work.cancel()  # its queued items are dropped
             with contextlib.suppress(BaseException):
                 await work
+    limit_s = transcriber.settings.request_timeout_s
     if outcome == "timeout":
-        raise RequestTimeout(f"transcription did not finish within {transcriber.settings.request_timeout_s:g} s")
+        raise RequestTimeout(f"transcription did not finish within {limit_s:g} s")
     if outcome == "gone":
         ctx["override_status"] = CLIENT_CLOSED
         return Response(status_code=CLIENT_CLOSED)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    stream = _events(transcriber, engine, work, segments, ticket.release, deadline, ctx)
+    stream = _events(engine, work, segments, ticket.release, deadline, limit_s, ctx)
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
@@ -120,12 +119,12 @@ async def _until_queued(
 
 
 async def _events(
-    transcriber: Transcriber,
     engine: Engine,
     work: asyncio.Task[tuple[Transcript, bool]],
     segments: asyncio.Queue[Segment],
     release: Callable[[], None],
     deadline: float,
+    limit_s: float,
     ctx: dict[str, Any],
 ) -> AsyncIterator[bytes]:
     sent = 0
@@ -148,8 +147,7 @@ async def _events(
         ctx.update(audio_s=transcript.duration, batch_size=transcript.max_batch_size, cache=cached)
         yield _done_event(transcript)
     except TimeoutError:
-        limit = transcriber.settings.request_timeout_s
-        yield _error_event(RequestTimeout(f"transcription did not finish within {limit:g} s"))
+        yield _error_event(RequestTimeout(f"transcription did not finish within {limit_s:g} s"))
     except Exception as exc:
         yield _error_event(exc)
     finally:

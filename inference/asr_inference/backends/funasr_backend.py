@@ -198,16 +198,7 @@ class FunASRBackend:
             except Exception as exc:  # a dtype error in some op is a failed check, not a failed start
                 reduced, reason = None, f"{candidate} forward raised {type(exc).__name__}: {exc}"
             if reduced is not None:
-                verdict = precision_gate.judge(
-                    candidate,
-                    finite=reduced.finite,
-                    reference_texts=[r.text for r in reference.results],
-                    candidate_texts=[r.text for r in reduced.results],
-                    reference_frames=reference.frames,
-                    candidate_frames=reduced.frames,
-                    min_agreement=self.settings.precision_min_agreement,
-                    max_cer=self.settings.precision_max_cer,
-                )
+                verdict = self._judge(candidate, reference, reduced)
                 reason = verdict.reason
                 self.info.precision_agreement, self.info.precision_cer = verdict.agreement, verdict.cer
             if reason is not None and self.settings.force_precision and reduced is not None:
@@ -224,6 +215,19 @@ class FunASRBackend:
         self._choose_runtime(items, reference)
         self._choose_graph(items)
         return self.info
+
+    def _judge(self, label: str, reference: BatchOutput, candidate: BatchOutput) -> precision_gate.Verdict:
+        """The warm-up gate for a candidate forward (a reduced precision, an ONNX graph) against PyTorch fp32."""
+        return precision_gate.judge(
+            label,
+            finite=candidate.finite,
+            reference_texts=[r.text for r in reference.results],
+            candidate_texts=[r.text for r in candidate.results],
+            reference_frames=reference.frames,
+            candidate_frames=candidate.frames,
+            min_agreement=self.settings.precision_min_agreement,
+            max_cer=self.settings.precision_max_cer,
+        )
 
     def _choose_runtime(self, items: Sequence[Prepared], reference: BatchOutput) -> None:
         """`runtime=onnx`: export (or take from the cache) the SenseVoice forward, run the warm-up items through ONNX
@@ -256,16 +260,7 @@ class FunASRBackend:
                 candidate = self._sensevoice(items, options, forward)
         except Exception as exc:  # an export or a runtime that fails is a refused optimisation, not a failed start
             return f"{label} could not be prepared: {type(exc).__name__}: {exc}"
-        verdict = precision_gate.judge(
-            label,
-            finite=candidate.finite,
-            reference_texts=[r.text for r in reference.results],
-            candidate_texts=[r.text for r in candidate.results],
-            reference_frames=reference.frames,
-            candidate_frames=candidate.frames,
-            min_agreement=self.settings.precision_min_agreement,
-            max_cer=self.settings.precision_max_cer,
-        )
+        verdict = self._judge(label, reference, candidate)
         self.info.runtime_agreement, self.info.runtime_cer = verdict.agreement, verdict.cer
         if verdict.reason is not None and self.settings.force_precision:
             log.warning("%s fails the warm-up check but is forced: %s", label, verdict.reason)

@@ -20,6 +20,7 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -54,29 +55,35 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "asr-platform" / "onnx"
 
 
-def export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
-    """Export `module` (on CPU, fp32) with dynamic batch/length axes; written to a temp name, then renamed, so a
-    concurrent or killed start never leaves a half-written file under the final name."""
+@contextlib.contextmanager
+def _written_atomically(path: Path) -> Iterator[str]:
+    """A temp name beside `path` to write to; renamed to `path` only if the block succeeds, so a concurrent or
+    killed start never leaves a half-written file under the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.part")
     os.close(fd)
     try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # TracerWarnings: the warm-up gate decides whether the graph is right
-            torch.onnx.export(
-                module,
-                example,
-                tmp,
-                dynamo=False,  # the TorchScript-based exporter: no onnxscript dependency, SenseVoice exports as is
-                opset_version=OPSET,
-                input_names=list(INPUTS),
-                output_names=list(OUTPUTS),
-                dynamic_axes=DYNAMIC_AXES,
-            )
+        yield tmp
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
+    """Export `module` (fp32) with dynamic batch/length axes."""
+    with _written_atomically(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TracerWarnings: the warm-up gate decides whether the graph is right
+        torch.onnx.export(
+            module,
+            example,
+            tmp,
+            dynamo=False,  # the TorchScript-based exporter: no onnxscript dependency, SenseVoice exports as is
+            opset_version=OPSET,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_axes=DYNAMIC_AXES,
+        )
 
 
 def quantize_int8(source: Path, path: Path) -> None:
@@ -84,14 +91,8 @@ def quantize_int8(source: Path, path: Path) -> None:
     recipe for transformer encoders on CPU."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.part")
-    os.close(fd)
-    try:
+    with _written_atomically(path) as tmp:
         quantize_dynamic(str(source), tmp, weight_type=QuantType.QInt8, per_channel=True)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
 
 
 def prepared_graph(
