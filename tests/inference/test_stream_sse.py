@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+import time
 from typing import Any
 
 import httpx
@@ -106,3 +109,59 @@ async def test_over_a_socket_the_first_delta_arrives_before_the_last_segment_is_
                             first_delta_read.set()
     assert forwards[0] == windows > 2 and timed_out == [False]  # the last segment waited, and saw the delta in time
     assert events[0]["type"] == "transcript.text.delta" and events[-1]["type"] == "transcript.text.done"
+
+
+class _Hanging:
+    """A transcriber whose decode never queues anything: records being cancelled."""
+
+    def __init__(self) -> None:
+        from asr_inference.config import Settings
+
+        self.settings = Settings(model=None, device="cpu")
+        self.cancelled = asyncio.Event()
+
+    async def transcribe(self, *_: Any, **__: Any) -> Any:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+class _Ticket:
+    def __init__(self) -> None:
+        self.released = 0
+
+    def release(self) -> None:
+        self.released += 1
+
+
+async def test_a_client_gone_before_the_stream_starts_gets_499_and_its_work_is_cancelled() -> None:
+    from asr_inference import streaming
+    from asr_inference.backends import DecodeOptions
+
+    async def gone_now() -> None:
+        return None
+
+    transcriber, ticket = _Hanging(), _Ticket()
+    ctx: dict[str, Any] = {"ticket": ticket, "t0": time.perf_counter()}
+    args = (transcriber, None, io.BytesIO(b""), DecodeOptions(), None, ctx)
+    response = await streaming.sse_response(*args, gone_now)  # type: ignore[arg-type]
+    assert response.status_code == 499 and ctx["override_status"] == 499
+    assert transcriber.cancelled.is_set() and ticket.released >= 1
+
+
+async def test_a_decode_past_the_request_timeout_is_a_504_not_a_stream() -> None:
+    from asr_inference import streaming
+    from asr_inference.backends import DecodeOptions
+    from asr_inference.errors import RequestTimeout
+
+    async def never_gone() -> None:
+        await asyncio.Event().wait()
+
+    transcriber, ticket = _Hanging(), _Ticket()
+    ctx: dict[str, Any] = {"ticket": ticket, "t0": time.perf_counter() - transcriber.settings.request_timeout_s}
+    args = (transcriber, None, io.BytesIO(b""), DecodeOptions(), None, ctx)
+    with pytest.raises(RequestTimeout):
+        await streaming.sse_response(*args, never_gone)  # type: ignore[arg-type]
+    assert transcriber.cancelled.is_set() and ticket.released >= 1
