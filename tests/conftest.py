@@ -96,5 +96,13 @@ def nano_dir(models_dir: Path, sensevoice_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def whisper_dir(models_dir: Path) -> Path:
+    """A tiny random-weight Whisper in transformers' layout (asr_bench.make_whisper), generation capped at 32."""
+    from asr_bench.make_whisper import build
+
+    return build(models_dir / "whisper", "tiny-test", max_length=32)
+
+
+@pytest.fixture(scope="session")
 def speech_files() -> dict[str, Path]:
     return {p.name: p for p in sorted(SPEECH.iterdir()) if p.suffix in (".wav", ".flac", ".ogg", ".mp3", ".m4a")}

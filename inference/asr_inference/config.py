@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = str  # "auto" | "cpu" | "cuda" | "cuda:N" (validated below)
 Precision = Literal["fp32", "fp16", "bf16"]
-Family = Literal["auto", "sensevoice", "paraformer", "fun-asr-nano"]
+Family = Literal["auto", "sensevoice", "paraformer", "fun-asr-nano", "whisper"]
 Hub = Literal["local", "modelscope", "huggingface"]
 
 DEMO_MODEL_DIR = Path(__file__).parent / "models" / "demo"
@@ -39,7 +39,8 @@ class Settings(BaseSettings):
     """Hub revision (tag, branch or commit) of `model`; ignored for local directories."""
 
     family: Family = "auto"
-    """Model family; `auto` reads it from the directory's config.yaml."""
+    """Model family; `auto` reads it from the directory (funasr's config.yaml, or transformers' config.json for
+    Whisper). whisper: served through transformers (a hub id needs `--hub huggingface`)."""
 
     device: Device = "auto"
     """auto (cuda when available, else cpu) | cpu | cuda | cuda:N."""

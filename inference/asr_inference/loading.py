@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from .engine import Engine
 from .metrics import Metrics
 from .pipeline import Transcriber
 from .warmup import to_wav_bytes, warmup_samples
+
+log = logging.getLogger("asr_inference.loading")
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,11 @@ async def load_and_warm(settings: Settings, metrics: Metrics, pool: ThreadPoolEx
     loop = asyncio.get_running_loop()
     backend = await loop.run_in_executor(None, create_backend, settings, metrics)
     await loop.run_in_executor(None, backend.load)
+    limit = backend.max_segment_s
+    if limit is not None and settings.segment_s > limit:
+        # the model takes no longer item (Whisper: 30 s): cut longer audio there rather than let it be truncated
+        log.info("segment_s %.1f -> %.1f: the longest item %s takes", settings.segment_s, limit, backend.info.family)
+        settings.segment_s = limit
     engine = Engine(
         backend,
         metrics,

@@ -3,6 +3,7 @@ funasr is imported, so a missing local path fails fast with a clear message and 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -52,12 +53,28 @@ def resolve(settings: Settings) -> ModelSource:
     if path_like or settings.hub == "local":
         raise ModelLoadError(
             f"model directory {model!r} does not exist (hub='{settings.hub}'; path-like values are never looked up "
-            "on a model hub). Pass an existing directory with config.yaml and model.pt, or a hub id like "
+            "on a model hub). Pass an existing directory (funasr: config.yaml and model.pt; Whisper: transformers' "
+            "config.json and weights), or a hub id like "
             "'iic/SenseVoiceSmall' with --hub modelscope|huggingface."
         )
     hub = "hf" if settings.hub == "huggingface" else "ms"
     _check_cache_writable(CACHE_ENV[hub])
     return ModelSource(model, False, hub, _first(settings) or model.split("/")[-1])
+
+
+# family → the transformers `model_type` its checkpoints declare in config.json
+TRANSFORMERS_FAMILIES = {"whisper": "whisper"}
+
+
+def transformers_family(settings: Settings) -> str | None:
+    """The transformers family to serve (`--family`, or auto-detected from a local config.json); None: funasr."""
+    if settings.family in TRANSFORMERS_FAMILIES:
+        return settings.family
+    model = os.path.expanduser(settings.model or "")
+    if settings.family != "auto" or not model or not os.path.isdir(model):
+        return None
+    model_type = transformers_model_type(model)
+    return next((f for f, t in TRANSFORMERS_FAMILIES.items() if t == model_type), None)
 
 
 # Where each hub's client downloads to (the images and the operator set them under /models).
@@ -84,7 +101,19 @@ def _check_cache_writable(env_var: str) -> None:
         ) from None
 
 
+def transformers_model_type(path: str) -> str | None:
+    """The `model_type` of a transformers directory (config.json), None for anything else (e.g. a funasr one)."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            model_type = json.load(f).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return str(model_type) if model_type else None
+
+
 def _check_local_dir(path: str) -> None:
+    if transformers_model_type(path) in TRANSFORMERS_FAMILIES.values():
+        return  # transformers reads and checks its own files (config.json, weights, tokenizer)
     missing = [n for n in ("config.yaml", "model.pt") if not os.path.isfile(os.path.join(path, n))]
     if missing:
         raise ModelLoadError(f"model directory {path} lacks {', '.join(missing)}")

@@ -56,6 +56,10 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
         {"model": {"source": "x/y", "quantize": "int8"}},
         "model.quantize int8 needs model.runtime onnx",
     ),
+    "whisper-from-modelscope": (
+        {"model": {"source": "openai/whisper-small", "family": "whisper"}},
+        "model.family whisper from a hub needs model.hub huggingface",
+    ),
     "two-caches": (
         {"model": {"source": "x/y", "cache": {"pvcName": "m", "hostPath": "/data"}}},
         "set at most one of model.cache.pvcName",
@@ -63,7 +67,7 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "no-model": ({}, "spec.model: Required value"),
     "bad-device": (_with(device="tpu"), 'spec.device: Unsupported value: "tpu"'),
     "bad-precision": (_with(precision="int4"), 'spec.precision: Unsupported value: "int4"'),
-    "bad-family": ({"model": {"source": "x", "family": "whisper"}}, 'spec.model.family: Unsupported value: "whisper"'),
+    "bad-family": ({"model": {"source": "x", "family": "kaldi"}}, 'spec.model.family: Unsupported value: "kaldi"'),
     "batch-too-big": (_with(batching={"maxBatchSize": 5000}), "maxBatchSize in body should be less than or equal"),
     "negative-replicas": (_with(replicas=-1), "spec.replicas in body should be greater than or equal to 0"),
     "replicas-not-integer": (_with(replicas="two"), "spec.replicas in body must be of type integer"),

@@ -147,6 +147,10 @@ VALID = {
     "disabled-autoscaling-any-bounds": _with(autoscaling={"enabled": False, "minReplicas": 5, "maxReplicas": 2}),
     "one-cache": {"model": {"source": "x/y", "cache": {"pvcName": "models"}}},
     "onnx-int8": {"model": {"source": "x/y", "runtime": "onnx", "quantize": "int8"}, "device": "cpu"},
+    "whisper-from-huggingface": {
+        "model": {"source": "openai/whisper-small", "family": "whisper", "hub": "huggingface"}
+    },
+    "whisper-local": {"model": {"source": "/models/whisper-small", "family": "whisper"}},
     "keda-scale-to-zero": _with(autoscaling={**KEDA_OK, "minReplicas": 0}),
     "disabled-autoscaling-min-zero": _with(autoscaling={"enabled": False, "engine": "hpa", "minReplicas": 0}),
 }
@@ -170,6 +174,10 @@ INVALID_CEL = {
     "path-with-hub": ({"model": {"source": "/models/x", "hub": "modelscope"}}, "model.hub must be local"),
     "demo-with-revision": ({"model": {"source": "builtin:demo", "revision": "v1"}}, "no revision"),
     "int8-on-pytorch": ({"model": {"source": "x/y", "quantize": "int8"}}, "quantize int8 needs model.runtime onnx"),
+    "whisper-from-modelscope": (
+        {"model": {"source": "openai/whisper-small", "family": "whisper"}},
+        "whisper from a hub needs model.hub huggingface",
+    ),
     "two-caches": (
         {"model": {"source": "x/y", "cache": {"pvcName": "m", "hostPath": "/data"}}},
         "at most one of model.cache",
@@ -222,7 +230,7 @@ SCHEMA_INVALID = {
     "bad-device": _with(device="tpu"),
     "bad-precision": _with(precision="int4"),  # int8 is model.quantize (runtime onnx), not a precision
     "bad-runtime": {"model": {"source": "x", "runtime": "tensorrt"}},
-    "bad-family": {"model": {"source": "x", "family": "whisper"}},
+    "bad-family": {"model": {"source": "x", "family": "kaldi"}},
     "batch-too-big": _with(batching={"maxBatchSize": 5000}),
     "negative-replicas": _with(replicas=-1),
     "min-replicas-negative": _with(autoscaling={"minReplicas": -1}),

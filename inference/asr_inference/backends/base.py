@@ -46,6 +46,16 @@ class ItemResult:
 
 
 @dataclass
+class BatchOutput:
+    """What one forward of a batch gives: per-item results, whether every output was finite, and per item the best
+    token of each output frame (host ints or a CPU tensor; None for a family without frames) for the precision gate."""
+
+    results: list[ItemResult]
+    finite: bool
+    frames: list[Any] | None
+
+
+@dataclass
 class ModelInfo:
     name: str
     family: str
@@ -77,6 +87,7 @@ class Backend(Protocol):
     info: ModelInfo
     supports_token_times: bool
     languages: frozenset[str] | None  # accepted `language` values; None: any (ignored)
+    max_segment_s: float | None  # the longest item the model takes (Whisper: 30 s); None: no limit of its own
 
     def load(self) -> None: ...
 

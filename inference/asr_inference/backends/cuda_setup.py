@@ -31,3 +31,16 @@ def select_device(device: Any) -> None:
         import torch
 
         torch.cuda.set_device(device)
+
+
+def resolve_device(device: str) -> Any:
+    """`--device` as a torch.device: auto → cuda when available, else cpu; a CUDA device without CUDA fails."""
+    import torch
+
+    from ..errors import ModelLoadError
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
+    return torch.device(device)

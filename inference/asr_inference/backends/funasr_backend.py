@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +28,8 @@ from ..errors import ModelLoadError
 from ..features import FastFbank
 from ..metrics import Metrics
 from . import onnx_forward, precision_gate
-from .base import DecodeOptions, ItemResult, ModelInfo, Prepared, Token
-from .cuda_setup import configure_tf32, select_device
+from .base import BatchOutput, DecodeOptions, ItemResult, ModelInfo, Prepared, Token
+from .cuda_setup import configure_tf32, resolve_device, select_device
 from .graph import ForwardFn, SenseVoiceForward, trace_checked
 
 log = logging.getLogger("asr_inference.backend")
@@ -40,26 +39,10 @@ _EMOTIONS = {"HAPPY", "SAD", "ANGRY", "NEUTRAL", "EMO_UNKNOWN", "FEARFUL", "DISG
 _EVENTS = {"Speech", "BGM", "Laughter", "Applause", "Cry", "Sneeze", "Breath", "Cough", "Event_UNK"}
 
 
-@dataclass
-class BatchOutput:
-    """What one forward of a batch gives: per-item results, whether every output was finite, and per item the best
-    token of each output frame (host ints or a CPU tensor; None for a family without frames) for the precision gate."""
-
-    results: list[ItemResult]
-    finite: bool
-    frames: list[Any] | None
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"device {device!r} requested but CUDA is not available")
-    return torch.device(device)
-
-
 class FunASRBackend:
     """A funasr model served in batches. Not thread-safe: one inference thread per device calls it."""
+
+    max_segment_s: float | None = None  # any length: `segment_s` alone bounds an item
 
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
