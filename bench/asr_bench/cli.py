@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         default=None,
-        help="model directory; or 'sensevoice-small-random' / 'paraformer-large-random' (random weights, "
+        help="model directory; or 'sensevoice-small-random' / 'paraformer-large-random' / 'whisper-base-random' / "
+        "'whisper-small-random' (random weights, "
         "real dimensions, built under --models-dir on first use) [default: the embedded demo model]",
     )
     p.add_argument(

@@ -10,6 +10,11 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 DEMO_MODEL = REPO / "inference" / "asr_inference" / "models" / "demo"
 BUILT_MODELS = {"sensevoice-small-random": "sensevoice-small", "paraformer-large-random": "paraformer-large"}
+# Whisper at published dimensions, random weights (make_whisper.py). A random model never ends a transcript on its
+# own: generation stops at max_length, set to what a 10-s clip of speech takes (~40 text tokens + the 4-token
+# prompt), the same for every server that reads the checkpoint's generation_config.
+BUILT_WHISPER = {"whisper-base-random": "base", "whisper-small-random": "small"}
+WHISPER_MAX_LENGTH = 48
 
 
 def resolve_model(spec: str | None, models_dir: Path) -> Path:
@@ -21,9 +26,16 @@ def resolve_model(spec: str | None, models_dir: Path) -> Path:
         from .make_model import ensure
 
         return ensure(BUILT_MODELS[spec], (models_dir / spec).resolve())
+    if spec in BUILT_WHISPER:
+        from .make_whisper import build
+
+        out = (models_dir / spec).resolve()
+        if (out / "BENCH_MODEL.json").is_file():
+            return out
+        return build(out, BUILT_WHISPER[spec], max_length=WHISPER_MAX_LENGTH)
     path = Path(spec).expanduser().resolve()
-    if not (path / "config.yaml").is_file():
-        raise SystemExit(f"asr-bench: --model {spec!r} is not a model directory (no config.yaml)")
+    if not (path / "config.yaml").is_file() and not (path / "config.json").is_file():
+        raise SystemExit(f"asr-bench: --model {spec!r} is not a model directory (no config.yaml or config.json)")
     return path
 
 

@@ -3,19 +3,17 @@
     python -m asr_bench.onnx_peer --model DIR [--quantize] --ncpu 2 --host 127.0.0.1 --port 9000
 
 `funasr-onnx` has no server: its examples call `SenseVoiceSmall(model_dir)(wav)` one request at a time, so this
-serves exactly that — `POST /v1/audio/transcriptions` (multipart `file`, a 16-kHz WAV) decoded under a lock, one
-at a time, `GET /health` once loaded. The model it runs is FunASR's own export (`AutoModel.export(type="onnx",
-quantize=...)`: `model.onnx` / `model_quant.onnx`), made once into a work directory next to the model (links to
-its files, the tokenizer under the name funasr-onnx looks for), so the model directory itself is never written.
+serves exactly that behind `peer_http` (decoded under a lock, one at a time). The model it runs is FunASR's own
+export (`AutoModel.export(type="onnx", quantize=...)`: `model.onnx` / `model_quant.onnx`), made once into a work
+directory next to the model (links to its files, the tokenizer under the name funasr-onnx looks for), so the model
+directory itself is never written.
 Its ONNX Runtime session gets `--ncpu` intra-op threads, as our server gets torch threads.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import io
 import logging
 import os
 import re
@@ -23,9 +21,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import soundfile as sf
 from aiohttp import web
+
+from .peer_http import app, read_wav
 
 log = logging.getLogger("asr_bench.onnx_peer")
 TAGS = re.compile(r"<\|[^|]*\|>")  # SenseVoice's language/emotion/event/itn tags, as funasr-server strips them
@@ -77,39 +75,10 @@ class Peer:
         self.lock = threading.Lock()  # one request at a time, as funasr-onnx's own examples run it
 
     def transcribe(self, wav: bytes) -> str:
-        samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
-        if samples.ndim == 2:
-            samples = samples.mean(axis=1)
-        if rate != 16000:
-            raise ValueError(f"send 16-kHz audio (got {rate} Hz)")
+        samples = read_wav(wav)
         with self.lock:
-            result: Any = self.model(np.ascontiguousarray(samples), language="auto", textnorm="woitn")
+            result: Any = self.model(samples, language="auto", textnorm="woitn")
         return TAGS.sub("", str(result[0])).strip() if result else ""
-
-
-def _bad_request(message: str) -> web.Response:
-    return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=400)
-
-
-def app(peer: Peer) -> web.Application:
-    async def health(_: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def transcriptions(request: web.Request) -> web.Response:
-        wav = b""
-        if not request.content_type.startswith("multipart/"):
-            return _bad_request("send multipart/form-data with a `file` part")
-        async for part in await request.multipart():
-            if getattr(part, "name", None) == "file":
-                wav = await part.read()  # type: ignore[union-attr]
-        if not wav:
-            return _bad_request("no `file` part")
-        text = await asyncio.get_running_loop().run_in_executor(None, peer.transcribe, wav)
-        return web.json_response({"text": text})
-
-    application = web.Application(client_max_size=64 << 20)
-    application.add_routes([web.get("/health", health), web.post("/v1/audio/transcriptions", transcriptions)])
-    return application
 
 
 def main(argv: list[str] | None = None) -> None:

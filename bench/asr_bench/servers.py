@@ -23,7 +23,7 @@ class ServerConfig:
     """One side of the comparison."""
 
     name: str
-    kind: str  # "ours" | "funasr-server" | "funasr-onnx" | "external"
+    kind: str  # "ours" | "funasr-server" | "funasr-onnx" | "transformers-pipeline" | "external"
     description: str
     max_batch_size: int = 1
     precision: str = "fp32"
@@ -33,7 +33,7 @@ class ServerConfig:
 
     @property
     def ready_path(self) -> str:
-        return "/health" if self.kind in ("funasr-server", "funasr-onnx") else "/readyz"
+        return "/health" if self.kind in ("funasr-server", "funasr-onnx", "transformers-pipeline") else "/readyz"
 
     @property
     def form(self) -> dict[str, str]:
@@ -85,6 +85,11 @@ def standard_configs(max_batch_size: int, max_wait_ms: float, server_args: list[
         ),
         "funasr-onnx": ServerConfig(
             "funasr-onnx", "funasr-onnx", "FunASR's ONNX runtime (funasr-onnx) on FunASR's own export, one at a time"
+        ),
+        "transformers-pipeline": ServerConfig(
+            "transformers-pipeline",
+            "transformers-pipeline",
+            "transformers' pipeline('automatic-speech-recognition') per request, one at a time (Whisper)",
         ),
         "funasr-onnx-int8": ServerConfig(
             "funasr-onnx-int8",
@@ -178,6 +183,9 @@ class ServerProcess:
         if c.kind == "funasr-onnx":  # no server of its own: a thin one around its Python API (onnx_peer.py)
             return [sys.executable, "-m", "asr_bench.onnx_peer", "--model", str(self.model), "--ncpu", str(self.ncpu),
                     "--host", HOST, "--port", str(self.port), *c.extra_args]  # fmt: skip
+        if c.kind == "transformers-pipeline":  # no server of its own either (hf_peer.py)
+            return [sys.executable, "-m", "asr_bench.hf_peer", "--model", str(self.model), "--ncpu", str(self.ncpu),
+                    "--device", self.device, "--host", HOST, "--port", str(self.port), *c.extra_args]  # fmt: skip
         peer_args = ["--host", HOST, "--port", str(self.port), "--device", self.device, "--model-path", str(self.model)]
         if self.peer_stock:
             exe = bindir / "funasr-server"

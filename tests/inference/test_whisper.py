@@ -146,3 +146,52 @@ def test_an_item_over_the_window_is_refused_not_truncated(whisper_dir: Path) -> 
     assert backend.prepare(np.zeros(16000 * 30, dtype=np.float32)).length == 3000
     with pytest.raises(ValueError, match="at most 30 s"):
         backend.prepare(np.zeros(16000 * 31, dtype=np.float32))
+
+
+def test_the_encoder_runs_once_per_batch_with_languages_detected(
+    whisper_dir: Path, speech_files: dict[str, Path]
+) -> None:
+    """Detecting the language reuses the batch's encoder output (generate alone would encode a second time)."""
+    from asr_inference.backends.base import DecodeOptions
+    from asr_inference.backends.whisper_backend import WhisperBackend
+    from asr_inference.config import Settings
+
+    backend = WhisperBackend(Settings(model=str(whisper_dir), device="cpu"))
+    backend.load()
+    encoder = backend.model.model.encoder
+    calls = []
+    original = encoder.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    encoder.forward = counted
+    items = [backend.prepare(sf.read(speech_files[n], dtype="float32")[0]) for n in CLIPS[:3]]
+    results = backend.transcribe_batch(items, [DecodeOptions(), DecodeOptions(language="en"), DecodeOptions()])
+    assert len(calls) == 1
+    assert results[1].language == "en" and all(r.language in backend.languages for r in results)
+
+
+async def test_text_equals_the_models_own_generate(whisper_dir: Path, speech_files: dict[str, Path]) -> None:
+    """Our encoder-once, detect-then-generate path gives what `model.generate` gives on the processor's features
+    (language detected inside generate), clip by clip."""
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    processor = WhisperProcessor.from_pretrained(whisper_dir)
+    model = WhisperForConditionalGeneration.from_pretrained(whisper_dir).eval()
+    expected = []
+    for name in CLIPS:
+        audio = sf.read(speech_files[name], dtype="float32")[0]
+        features = processor.feature_extractor(audio, sampling_rate=16000, return_tensors="pt")
+        with torch.inference_mode():
+            ids = model.generate(features.input_features, task="transcribe")[0]
+        expected.append(processor.tokenizer.decode(ids, skip_special_tokens=True))
+    async with serve(model=str(whisper_dir), cache_entries=0) as (_, client):
+        ours = [(await transcribe(client, speech_files[name])).json()["text"] for name in CLIPS]
+
+    def squeezed(text: str) -> str:  # U+FFFD: a random model's stray byte, which we drop rather than show
+        return "".join(text.replace("\ufffd", "").split())
+
+    assert [squeezed(t) for t in ours] == [squeezed(t) for t in expected]

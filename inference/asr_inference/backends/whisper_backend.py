@@ -2,9 +2,10 @@
 
 Whisper's encoder takes exactly 30 s of log-mel frames, so every item is padded to 30 s (`max_segment_s`: longer
 audio is cut by the pipeline's VAD segments or windows first) and a batch is a plain stack: no length padding can
-change an item's result. The decoder runs greedy, one step for the whole batch; items that ended emit padding.
-Items are grouped by what `generate` takes once per call (auto-detected language or not, the prompt); a group's
-forced languages go in as a list, one per item.
+change an item's result. The encoder runs once per batch; an item without a language gets the model's most likely
+language token from one decoder step on its encoder output (transformers' `generate` would run the encoder a
+second time to detect it: 2x the work of a short clip); then the decoder runs greedy over the whole batch, each
+item with its own language, one `generate` per distinct prompt (it takes one per call).
 
 Token times come from the cross-attention (`return_token_timestamps`, DTW over the model's `alignment_heads`) when
 the checkpoint names those heads, as released checkpoints do; then windows overlap and words carry times.
@@ -161,46 +162,70 @@ class WhisperBackend:
         return out.results
 
     def _run(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
+        """The encoder once for the whole batch; the language of every `auto` item from one decoder step on its
+        encoder output (generate would run the encoder a second time to detect it); then one generate per prompt
+        (generate takes a prompt once per call), each item with its language."""
         results: list[ItemResult | None] = [None] * len(items)
-        finite = True
-        # one generate call per (auto language or forced, prompt): generate takes those once per call
-        groups: dict[tuple[bool, str | None], list[int]] = {}
-        for i, o in enumerate(options):
-            groups.setdefault((o.language == "auto", o.prompt), []).append(i)
-        for (auto, prompt), idx in groups.items():
-            languages = None if auto else [options[i].language for i in idx]
-            with torch.inference_mode(), self._autocast(precision):
-                sequences, times, group_finite = self._generate([items[i] for i in idx], languages, prompt)
-            finite = finite and group_finite
-            for row, i in enumerate(idx):
-                ids = sequences[row].tolist()
-                results[i] = self._result(ids, times[row].tolist() if times is not None else None)
+        with torch.inference_mode(), self._autocast(precision):
+            encoded = self._encode(items)
+            languages = self._languages(encoded, options)
+            finite = bool(torch.isfinite(encoded.amax(dim=-1)).all())
+            groups: dict[str | None, list[int]] = {}
+            for i, o in enumerate(options):
+                groups.setdefault(o.prompt, []).append(i)
+            for prompt, idx in groups.items():
+                rows = torch.tensor(idx, device=encoded.device)
+                mask = torch.stack([items[i].data[1] for i in idx]).to(self.device)
+                out = self._generate(encoded.index_select(0, rows), mask, [languages[i] for i in idx], prompt)
+                sequences, times, group_finite = out
+                finite = finite and group_finite
+                for row, i in enumerate(idx):
+                    ids = sequences[row].tolist()
+                    results[i] = self._result(ids, times[row].tolist() if times is not None else None)
         # no per-frame agreement for the gate: one changed token shifts every later step of a decoder, so the
         # transcripts' CER is the measure (as for Fun-ASR-Nano)
         return BatchOutput([r if r is not None else ItemResult("") for r in results], finite, None)
 
-    def _generate(
-        self, items: Sequence[Prepared], languages: list[str] | None, prompt: str | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    def _encode(self, items: Sequence[Prepared]) -> torch.Tensor:
         features = torch.stack([it.data[0] for it in items]).to(self.device)
-        mask = torch.stack([it.data[1] for it in items]).to(self.device)
         if self.model.dtype != torch.float32:
             features = features.to(self.model.dtype)
+        return self.model.model.encoder(features).last_hidden_state
+
+    def _languages(self, encoded: torch.Tensor, options: Sequence[DecodeOptions]) -> list[str]:
+        """Each item's language: the one asked for, else the model's most likely language token."""
+        from transformers.modeling_outputs import BaseModelOutput
+
+        languages = [o.language for o in options]
+        auto = [i for i, lang in enumerate(languages) if lang == "auto"]
+        if auto and self._lang_by_id:
+            rows = encoded.index_select(0, torch.tensor(auto, device=encoded.device))
+            detected = self.model.detect_language(encoder_outputs=BaseModelOutput(last_hidden_state=rows))
+            for i, token in zip(auto, detected.tolist(), strict=True):
+                languages[i] = self._lang_by_id[int(token)]
+        return languages
+
+    def _generate(
+        self, encoded: torch.Tensor, mask: torch.Tensor, languages: list[str], prompt: str | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+        from transformers.modeling_outputs import BaseModelOutput
+
         kwargs: dict[str, Any] = {
+            "encoder_outputs": BaseModelOutput(last_hidden_state=encoded),
             "attention_mask": mask,
             "task": "transcribe",
             "return_dict_in_generate": True,
             "output_scores": True,  # the finiteness check reads each step's scores
             "do_sample": False,
         }
-        if languages is not None:
+        if self._lang_by_id and "auto" not in languages:
             kwargs["language"] = languages
         if prompt:
             ids = self.processor.tokenizer.get_prompt_ids(prompt, return_tensors="pt")
-            kwargs["prompt_ids"] = ids.to(self.device)
+            kwargs["prompt_ids"] = torch.as_tensor(ids).to(self.device)
         if self.supports_token_times:
             kwargs["return_token_timestamps"] = True
-        out = self.model.generate(features, **kwargs)
+        out = self.model.generate(**kwargs)
         scores = out.get("scores") or ()
         finite = all(bool(torch.isfinite(s.amax(dim=-1)).all()) for s in scores)
         times = out.get("token_timestamps")
