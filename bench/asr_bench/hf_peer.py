@@ -29,7 +29,8 @@ class Peer:
         import torch
         from transformers import pipeline
 
-        torch.set_num_threads(ncpu)
+        if ncpu > 0:  # 0: torch's default (all cores), as for our server
+            torch.set_num_threads(ncpu)
         self.pipe: Any = pipeline("automatic-speech-recognition", model=str(model), device=device)
         self.lock = threading.Lock()  # one request at a time: what a pipeline behind a plain web handler does
 
