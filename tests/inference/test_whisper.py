@@ -195,3 +195,20 @@ async def test_text_equals_the_models_own_generate(whisper_dir: Path, speech_fil
         return "".join(text.replace("\ufffd", "").split())
 
     assert [squeezed(t) for t in ours] == [squeezed(t) for t in expected]
+
+
+async def test_bf16_goes_through_the_warm_up_gate(whisper_dir: Path) -> None:
+    """A reduced precision is served only with the gate's verdict (CER against fp32's warm-up transcripts)."""
+    async with serve(model=str(whisper_dir), device="cpu", precision="bf16", max_batch_size=2) as (_, client):
+        ready = (await client.get("/readyz")).json()
+    assert ready["precision"] in ("bf16", "fp32")
+    assert ready["precision_check"]["cer"] is not None
+    if ready["precision"] == "fp32":
+        assert ready["precision_fallback_reason"]
+
+
+async def test_subtitles_as_for_the_other_families(whisper_dir: Path, speech_files: dict[str, Path]) -> None:
+    async with serve(model=str(whisper_dir)) as (_, client):
+        srt = (await transcribe(client, speech_files["sentence_d.wav"], response_format="srt")).text
+        vtt = (await transcribe(client, speech_files["sentence_d.wav"], response_format="vtt")).text
+    assert srt.startswith("1\n00:00:00,000 --> ") and vtt.startswith("WEBVTT")
