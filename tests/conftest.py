@@ -104,5 +104,13 @@ def whisper_dir(models_dir: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def glm_asr_dir(models_dir: Path) -> Path:
+    """A tiny random-weight GLM-ASR in transformers' layout (asr_bench.make_glm_asr), generation capped at 24."""
+    from asr_bench.make_glm_asr import build
+
+    return build(models_dir / "glm-asr", "tiny-test", max_new_tokens=24)
+
+
+@pytest.fixture(scope="session")
 def speech_files() -> dict[str, Path]:
     return {p.name: p for p in sorted(SPEECH.iterdir()) if p.suffix in (".wav", ".flac", ".ogg", ".mp3", ".m4a")}

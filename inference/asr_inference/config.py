@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Device = str  # "auto" | "cpu" | "cuda" | "cuda:N" (validated below)
 Precision = Literal["fp32", "fp16", "bf16"]
-Family = Literal["auto", "sensevoice", "paraformer", "fun-asr-nano", "whisper"]
+Family = Literal["auto", "sensevoice", "paraformer", "fun-asr-nano", "whisper", "glm-asr"]
 Hub = Literal["local", "modelscope", "huggingface"]
 
 DEMO_MODEL_DIR = Path(__file__).parent / "models" / "demo"
@@ -40,7 +40,7 @@ class Settings(BaseSettings):
 
     family: Family = "auto"
     """Model family; `auto` reads it from the directory (funasr's config.yaml, or transformers' config.json for
-    Whisper). whisper: served through transformers (a hub id needs `--hub huggingface`)."""
+    Whisper and GLM-ASR). whisper, glm-asr: served through transformers (a hub id needs `--hub huggingface`)."""
 
     device: Device = "auto"
     """auto (cuda when available, else cpu) | cpu | cuda | cuda:N."""

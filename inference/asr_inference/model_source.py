@@ -63,7 +63,7 @@ def resolve(settings: Settings) -> ModelSource:
 
 
 # family → the transformers `model_type` its checkpoints declare in config.json
-TRANSFORMERS_FAMILIES = {"whisper": "whisper"}
+TRANSFORMERS_FAMILIES = {"whisper": "whisper", "glm-asr": "glmasr"}
 
 
 def transformers_family(settings: Settings) -> str | None:

@@ -46,7 +46,7 @@ class ModelSpec(_Model):
     source: str = Field(min_length=1, max_length=512)
     hub: Literal["modelscope", "huggingface", "local"] | None = None
     revision: str | None = Field(default=None, max_length=128)
-    family: Literal["auto", "sensevoice", "paraformer", "fun-asr-nano", "whisper"] = "auto"
+    family: Literal["auto", "sensevoice", "paraformer", "fun-asr-nano", "whisper", "glm-asr"] = "auto"
     runtime: Literal["pytorch", "onnx"] = "pytorch"
     quantize: Literal["none", "int8"] = "none"
     cache: ModelCache | None = None
@@ -258,8 +258,8 @@ MIN_ZERO_NEEDS_KEDA = (
 )
 
 
-WHISPER_NEEDS_HF = (
-    "model.family whisper from a hub needs model.hub huggingface (Whisper checkpoints are transformers models)"
+TRANSFORMERS_NEEDS_HF = (
+    "model.family whisper or glm-asr from a hub needs model.hub huggingface (transformers checkpoints)"
 )
 
 
@@ -288,8 +288,8 @@ def cel_equivalent_errors(spec: ASRDeploymentSpec) -> list[str]:
         errors.append("an absolute model.source path is a local model: model.hub must be local or unset")
     if m.is_demo and m.revision is not None:
         errors.append("builtin:demo has no revision")
-    if m.family == "whisper" and not m.source.startswith("/") and m.hub != "huggingface":
-        errors.append(WHISPER_NEEDS_HF)
+    if m.family in ("whisper", "glm-asr") and not m.source.startswith("/") and m.hub != "huggingface":
+        errors.append(TRANSFORMERS_NEEDS_HF)
     if m.cache is not None:
         chosen = [x for x in (m.cache.pvc_name, m.cache.host_path, m.cache.empty_dir) if x is not None]
         if len(chosen) > 1:

@@ -58,7 +58,7 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "whisper-from-modelscope": (
         {"model": {"source": "openai/whisper-small", "family": "whisper"}},
-        "model.family whisper from a hub needs model.hub huggingface",
+        "model.family whisper or glm-asr from a hub needs model.hub huggingface",
     ),
     "two-caches": (
         {"model": {"source": "x/y", "cache": {"pvcName": "m", "hostPath": "/data"}}},

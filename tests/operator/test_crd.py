@@ -151,6 +151,9 @@ VALID = {
         "model": {"source": "openai/whisper-small", "family": "whisper", "hub": "huggingface"}
     },
     "whisper-local": {"model": {"source": "/models/whisper-small", "family": "whisper"}},
+    "glm-asr-from-huggingface": {
+        "model": {"source": "zai-org/GLM-ASR-Nano-2512", "family": "glm-asr", "hub": "huggingface"}
+    },
     "keda-scale-to-zero": _with(autoscaling={**KEDA_OK, "minReplicas": 0}),
     "disabled-autoscaling-min-zero": _with(autoscaling={"enabled": False, "engine": "hpa", "minReplicas": 0}),
 }
@@ -176,7 +179,7 @@ INVALID_CEL = {
     "int8-on-pytorch": ({"model": {"source": "x/y", "quantize": "int8"}}, "quantize int8 needs model.runtime onnx"),
     "whisper-from-modelscope": (
         {"model": {"source": "openai/whisper-small", "family": "whisper"}},
-        "whisper from a hub needs model.hub huggingface",
+        "from a hub needs model.hub huggingface",
     ),
     "two-caches": (
         {"model": {"source": "x/y", "cache": {"pvcName": "m", "hostPath": "/data"}}},

@@ -1,0 +1,88 @@
+"""GLM-ASR (transformers' `glmasr`: GLM-ASR-Nano-2512) through transformers: batched greedy `generate` over items
+from many requests.
+
+GLM-ASR is an audio LLM: a Whisper-style encoder (128 mel bins, 30-s input, rotary positions) whose frames are
+merged 4 by 4 and projected into a Llama text model, which reads a chat-formatted request — `<|user|>`, the audio
+placeholders, the instruction, `<|assistant|>` — and writes the transcript. Each item is one 30-s window (the
+pipeline cuts longer audio first), padded to 30 s as the encoder always sees it (no mask inside the encoder), so a
+batch is a plain stack for the encoder; the text side is left-padded with an attention mask, exact per item.
+The request text comes from the checkpoint's own processor (its chat template; `prompt` replaces the default
+instruction, per item), with the audio placeholder repeated once per audio token, as the processor does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import ModelLoadError
+from .base import BatchOutput, DecodeOptions, ItemResult, Prepared
+from .transformers_base import TransformersBackend
+
+
+class GlmAsrBackend(TransformersBackend):
+    """A GLM-ASR checkpoint (transformers layout) served in batches. One inference thread calls it."""
+
+    family = "glm-asr"
+
+    def _load(self, kwargs: dict[str, Any]) -> None:
+        from transformers import AutoProcessor, GlmAsrForConditionalGeneration
+
+        try:
+            self.processor = AutoProcessor.from_pretrained(self.source.ref, **kwargs)
+            self.model = GlmAsrForConditionalGeneration.from_pretrained(self.source.ref, **kwargs)
+        except Exception as exc:
+            raise ModelLoadError(f"transformers could not load GLM-ASR from {self.source.ref!r}: {exc}") from exc
+        self.languages = None  # no language option: any `language` is accepted and the model writes what it hears
+        self._special = frozenset(int(i) for i in self.processor.tokenizer.all_special_ids)
+
+    # ------------------------------------------------------------------ per item (worker threads)
+    def prepare(self, samples: np.ndarray) -> Prepared:
+        array = np.asarray(samples, dtype=np.float32)
+        duration = len(array) / 16000
+        self._check_length(duration)
+        out = self.processor.feature_extractor(
+            array, sampling_rate=16000, return_tensors="pt", return_attention_mask=True
+        )
+        features, mask = out["input_features"][0], out["attention_mask"][0]
+        tokens = int(self.processor._get_audio_token_length(mask.sum()[None])[0])
+        return Prepared((features, mask, tokens), int(mask.sum()), duration)
+
+    # ------------------------------------------------------------------ batch (inference thread)
+    def _request_ids(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> dict[str, torch.Tensor]:
+        """The chat-formatted requests, left-padded: the processor's template with each item's prompt, the audio
+        placeholder expanded to the item's audio token count."""
+        processor = self.processor
+        texts = processor.apply_transcription_request(
+            audio=[np.zeros(16, dtype=np.float32)] * len(items),  # not read: tokenize=False
+            prompt=[o.prompt or None for o in options],
+            tokenize=False,
+        )
+        token = processor.audio_token
+        expanded = [t.replace(token, token * it.data[2], 1) for t, it in zip(texts, items, strict=True)]
+        encoded = processor.tokenizer(expanded, padding=True, padding_side="left", return_tensors="pt")
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def _run(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
+        request = {k: v.to(self.device) for k, v in self._request_ids(items, options).items()}
+        features = torch.stack([it.data[0] for it in items]).to(self.device)
+        mask = torch.stack([it.data[1] for it in items]).to(self.device)
+        with torch.inference_mode(), self._autocast(precision):
+            out = self.model.generate(
+                **request,
+                input_features=features,
+                input_features_mask=mask,
+                do_sample=False,
+                return_dict_in_generate=True,
+                output_scores=True,  # the finiteness check reads each step's scores
+            )
+        generated = out["sequences"][:, request["input_ids"].shape[1] :].cpu()
+        results = []
+        for row in generated.tolist():
+            ids = [t for t in row if t not in self._special]
+            results.append(ItemResult(text=self.detokenize(self._pieces(ids, self.processor.tokenizer))))
+        # CER, not per-frame agreement, for the gate: a changed token shifts every later step of a decoder
+        return BatchOutput(results, self.scores_finite(out.get("scores")), None)
