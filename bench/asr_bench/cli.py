@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         default=None,
         help="model directory; or 'sensevoice-small-random' / 'paraformer-large-random' / 'whisper-base-random' / "
-        "'whisper-small-random' (random weights, "
+        "'whisper-small-random' / 'glm-asr-nano-random' (random weights, "
         "real dimensions, built under --models-dir on first use) [default: the embedded demo model]",
     )
     p.add_argument(

@@ -15,6 +15,8 @@ BUILT_MODELS = {"sensevoice-small-random": "sensevoice-small", "paraformer-large
 # prompt), the same for every server that reads the checkpoint's generation_config.
 BUILT_WHISPER = {"whisper-base-random": "base", "whisper-small-random": "small"}
 WHISPER_MAX_LENGTH = 48
+BUILT_GLM_ASR = {"glm-asr-nano-random": "nano", "glm-asr-tiny-random": "tiny-test"}
+GLM_ASR_MAX_NEW_TOKENS = 44  # the same ~10-s clip's transcript
 
 
 def resolve_model(spec: str | None, models_dir: Path) -> Path:
@@ -33,6 +35,13 @@ def resolve_model(spec: str | None, models_dir: Path) -> Path:
         if (out / "BENCH_MODEL.json").is_file():
             return out
         return build(out, BUILT_WHISPER[spec], max_length=WHISPER_MAX_LENGTH)
+    if spec in BUILT_GLM_ASR:
+        from .make_glm_asr import build as build_glm
+
+        out = (models_dir / spec).resolve()
+        if (out / "BENCH_MODEL.json").is_file():
+            return out
+        return build_glm(out, BUILT_GLM_ASR[spec], max_new_tokens=GLM_ASR_MAX_NEW_TOKENS)
     path = Path(spec).expanduser().resolve()
     if not (path / "config.yaml").is_file() and not (path / "config.json").is_file():
         raise SystemExit(f"asr-bench: --model {spec!r} is not a model directory (no config.yaml or config.json)")

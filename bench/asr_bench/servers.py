@@ -89,7 +89,7 @@ def standard_configs(max_batch_size: int, max_wait_ms: float, server_args: list[
         "transformers-pipeline": ServerConfig(
             "transformers-pipeline",
             "transformers-pipeline",
-            "transformers' pipeline('automatic-speech-recognition') per request, one at a time (Whisper)",
+            "transformers per request, one at a time: Whisper's pipeline, GLM-ASR's model-card recipe",
         ),
         "funasr-onnx-int8": ServerConfig(
             "funasr-onnx-int8",

@@ -25,3 +25,19 @@ async def test_pipeline_peer_transcribes_over_http(whisper_dir: Path, speech_fil
         empty = await client.post("/v1/audio/transcriptions", data={"model": "x"})
     assert all(texts) and len(set(texts)) == len(texts)
     assert empty.status == 400
+
+
+async def test_glm_asr_peer_runs_the_model_card_recipe(glm_asr_dir: Path, speech_files: dict[str, Path]) -> None:
+    """For GLM-ASR the peer runs apply_transcription_request → generate, whose text our server reproduces."""
+    from serving import serve, transcribe
+
+    peer = hf_peer.Peer(glm_asr_dir, ncpu=1)
+    async with TestClient(TestServer(hf_peer.app(peer))) as client:
+        response = await client.post(
+            "/v1/audio/transcriptions", data={"file": speech_files["digits_a.wav"].read_bytes()}
+        )
+        theirs = (await response.json())["text"]
+    async with serve(model=str(glm_asr_dir), cache_entries=0) as (_, client):
+        ours = (await transcribe(client, speech_files["digits_a.wav"])).json()["text"]
+    assert response.status == 200 and theirs
+    assert "".join(ours.split()) == "".join(theirs.replace("\ufffd", "").split())
