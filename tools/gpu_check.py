@@ -18,8 +18,9 @@ does, so the script is known to work before a GPU is ever lent).
      largest batch size, run by the backend in this process as the server's inference thread runs them, and its
      ten most expensive operators in the report.
 
-  6. Whisper (issue 34): Whisper-small's dimensions with random weights, ours batched vs ours one request per
-     forward vs transformers' `pipeline` one request at a time, at c = 16 on 10-s clips.
+  6. Whisper and GLM-ASR (issue 34): Whisper-small's and GLM-ASR-Nano's dimensions with random weights, ours
+     batched vs ours one request per forward vs transformers' own way (Whisper's `pipeline`, GLM-ASR's model-card
+     recipe) one request at a time, at c = 16 on 10-s clips.
 
 Not measured yet (issue 31): weights cast once to fp16 and CUDA graphs (item 2, not implemented in the server).
 """
@@ -57,18 +58,19 @@ class Plan:
     cell_s: float
     raw_min_s: float
     whisper_dims: str  # asr_bench.make_whisper dimensions of the Whisper cells
-    whisper_concurrency: int
+    glm_dims: str  # asr_bench.make_glm_asr dimensions of the GLM-ASR cells
+    transformers_concurrency: int  # of the Whisper and GLM-ASR cells
 
     @classmethod
     def gpu(cls, device: str) -> Plan:
         return cls(device, "sensevoice-small-random",
                    (("fp32", "fp32", False), ("tf32", "fp32", True), ("fp16", "fp16", False), ("bf16", "bf16", False)),
-                   128, 10.0, 64, (32, 128), 30.0, 1.0, "small", 16)  # fmt: skip
+                   128, 10.0, 64, (32, 128), 30.0, 1.0, "small", "nano", 16)  # fmt: skip
 
     @classmethod
     def cpu_smoke(cls) -> Plan:
         return cls("cpu", "demo", (("fp32", "fp32", False), ("bf16", "bf16", False)), 4, 2.0, 6, (2, 4), 3.0, 0.2,
-                   "tiny-test", 2)  # fmt: skip
+                   "tiny-test", "tiny-test", 2)  # fmt: skip
 
 
 def environment(device: str) -> dict[str, Any]:
@@ -225,27 +227,33 @@ def served(
             "cells": cells}  # fmt: skip
 
 
-def whisper(plan: Plan, clips: list[Any], precision: str, out: Path) -> dict[str, Any]:
-    """Whisper at `plan.whisper_dims` (random weights, generation capped at 48 tokens, about a 10-s clip's): ours
-    batched, ours one request per forward, and transformers' pipeline one request at a time, at one concurrency."""
-    from asr_bench.make_whisper import build
+def transformers_family(plan: Plan, family: str, clips: list[Any], precision: str, out: Path) -> dict[str, Any]:
+    """Whisper (`plan.whisper_dims`) or GLM-ASR (`plan.glm_dims`), random weights, generation capped at what a
+    10-s clip's transcript takes: ours batched, ours one request per forward, and transformers' own way (Whisper's
+    pipeline, GLM-ASR's model-card recipe) one request at a time, at one concurrency."""
     from asr_bench.report import _ratio
     from asr_bench.servers import ServerConfig
 
-    model = build(out / "models" / f"whisper-{plan.whisper_dims}", plan.whisper_dims, max_length=48)
-    level = (plan.whisper_concurrency,)
+    if family == "whisper":
+        from asr_bench.make_whisper import build
+
+        dims = plan.whisper_dims
+        model = build(out / "models" / f"whisper-{dims}", dims, max_length=48)
+    else:
+        from asr_bench.make_glm_asr import build as build_glm
+
+        dims = plan.glm_dims
+        model = build_glm(out / "models" / f"glm-asr-{dims}", dims, max_new_tokens=44)
+    level, wait = plan.transformers_concurrency, ["--max-wait-ms", "10"]
     configs = {
-        "batched": ServerConfig("whisper-batched", "ours", "asr-serve, Whisper", plan.whisper_concurrency, precision,
-                                ["--max-wait-ms", "10"]),
-        "per_request": ServerConfig("whisper-per-request", "ours", "asr-serve, batch 1", 1, precision,
-                                    ["--max-wait-ms", "10"]),
-        "pipeline": ServerConfig("whisper-pipeline", "transformers-pipeline", "transformers pipeline, one at a time"),
-    }  # fmt: skip
-    cells = {
-        name: served(plan, model, clips, precision, out, config=c, concurrency=level) for name, c in configs.items()
+        "batched": ServerConfig(f"{family}-batched", "ours", "asr-serve", level, precision, wait),
+        "per_request": ServerConfig(f"{family}-per-request", "ours", "asr-serve, batch 1", 1, precision, wait),
+        "pipeline": ServerConfig(f"{family}-transformers", "transformers-pipeline", "transformers, one at a time"),
     }
+    cells = {name: served(plan, model, clips, precision, out, config=c, concurrency=(level,))
+             for name, c in configs.items()}  # fmt: skip
     rtfx = {name: cell["cells"][0]["rtfx"] for name, cell in cells.items()}
-    return {"dims": plan.whisper_dims, "concurrency": plan.whisper_concurrency, "precision": precision, **cells,
+    return {"dims": dims, "concurrency": level, "precision": precision, **cells,
             "batched_over_pipeline": _ratio(rtfx["batched"], rtfx["pipeline"]),
             "batched_over_per_request": _ratio(rtfx["batched"], rtfx["per_request"])}  # fmt: skip
 
@@ -263,7 +271,8 @@ def run(plan: Plan, out: Path) -> dict[str, Any]:
     serve_precision = "fp16" if plan.device.startswith("cuda") else "fp32"
     report["profile"] = profile(plan, model, clips, serve_precision, out)
     report["served"] = served(plan, model, clips, serve_precision, out)
-    report["whisper"] = whisper(plan, clips, serve_precision, out)
+    for family in ("whisper", "glm-asr"):
+        report[family] = transformers_family(plan, family, clips, serve_precision, out)
     ceiling = report["raw"].get(serve_precision, {}).get("best_features_forward_rtfx")
     best = max((c["rtfx"] for c in report["served"]["cells"]), default=None)
     fp16, fp32 = report["peak_memory_batch16"]["fp16"], report["peak_memory_batch16"]["fp32"]
@@ -274,6 +283,7 @@ def run(plan: Plan, out: Path) -> dict[str, Any]:
         "fp16_over_fp32_peak_memory": _ratio(fp16, fp32),
         "gate": {k: report["raw"][k]["precision_check"] for k in report["raw"]},
         "whisper_batched_over_pipeline": report["whisper"]["batched_over_pipeline"],
+        "glm_asr_batched_over_transformers": report["glm-asr"]["batched_over_pipeline"],
         "seconds": round(time.monotonic() - started, 1),
     }
     (out / "gpu_check.json").write_text(json.dumps(report, indent=1, default=str))
@@ -293,10 +303,11 @@ def table(report: dict[str, Any]) -> str:
     for c in s["cells"]:
         lines.append(f"  c={c['concurrency']}: {c['rtfx']}x real time, p50 {c['p50_s']} s, p95 {c['p95_s']} s, "
                      f"{c['ok']}/{c['requests']} ok")  # fmt: skip
-    w = report["whisper"]
-    lines.append(f"whisper-{w['dims']} {w['precision']} at c={w['concurrency']}: "
-                 + ", ".join(f"{k} {w[k]['cells'][0]['rtfx']}x" for k in ("batched", "per_request", "pipeline"))
-                 + f"; batched / pipeline {w['batched_over_pipeline']}")  # fmt: skip
+    for family in ("whisper", "glm-asr"):
+        w = report[family]
+        lines.append(f"{family}-{w['dims']} {w['precision']} at c={w['concurrency']}: "
+                     + ", ".join(f"{k} {w[k]['cells'][0]['rtfx']}x" for k in ("batched", "per_request", "pipeline"))
+                     + f"; batched / transformers {w['batched_over_pipeline']}")  # fmt: skip
     prof = report["profile"]
     lines.append(f"profile ({prof['precision']}, 3 batches of {prof['batch_size']}, {prof['sorted_by']}): "
                  + ", ".join(f"{o['op']} {o['self_ms']} ms" for o in prof["top_ops"][:5]))  # fmt: skip

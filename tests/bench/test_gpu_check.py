@@ -28,15 +28,22 @@ def test_cpu_smoke_runs_every_step_and_writes_the_report(tmp_path: Path) -> None
     assert served["cold_start_s"] > 0 and served["readyz"]["status"] == "ready"
     for cell in served["cells"]:
         assert cell["ok"] == cell["requests"] > 0 and cell["rtfx"] > 0
-    whisper = report["whisper"]
-    for name in ("batched", "per_request", "pipeline"):
-        cell = whisper[name]["cells"][0]
-        assert cell["ok"] == cell["requests"] > 0 and cell["rtfx"] > 0, name
-    assert whisper["batched"]["readyz"]["family"] == "whisper" and whisper["batched_over_pipeline"] > 0
+    for family in ("whisper", "glm-asr"):
+        cells = report[family]
+        for name in ("batched", "per_request", "pipeline"):
+            cell = cells[name]["cells"][0]
+            assert cell["ok"] == cell["requests"] > 0 and cell["rtfx"] > 0, (family, name)
+        assert cells["batched"]["readyz"]["family"] == family and cells["batched_over_pipeline"] > 0
     prof = report["profile"]
     assert (tmp_path / prof["trace"]).stat().st_size > 0 and len(prof["top_ops"]) == 10
     summary = report["summary"]
     assert summary["served_rtfx"] > 0 and summary["served_share_of_ceiling"] > 0
     assert summary["fp16_over_fp32_peak_memory"] is None  # GPU memory: not on CPU
     text = (tmp_path / "gpu_check.txt").read_text()
-    assert "raw ceiling" in text and "served fp32" in text and "whisper-tiny-test" in text and text in proc.stdout
+    assert (
+        "raw ceiling" in text
+        and "served fp32" in text
+        and "whisper-tiny-test" in text
+        and "glm-asr-tiny-test" in text
+        and text in proc.stdout
+    )
