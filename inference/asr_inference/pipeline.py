@@ -117,7 +117,8 @@ class Transcriber:
         the upload-size limit and the cache. `on_queued` runs once its first item is queued (or it ends).
         `chunking`: how long audio is cut (default: the server's). `on_segment`: see `transcribe_samples`."""
         chunking = chunking or self.default_chunking
-        use_cache = self.cache.max_entries > 0 and not trusted
+        # a sampled transcript (temperature > 0) is one draw, not the answer to the same upload next time
+        use_cache = self.cache.max_entries > 0 and not trusted and options.temperature == 0
         limit = 2**62 if trusted else self._max_upload_bytes
         key, cached, decoded, prepared = await self._ingest_in_pool(upload, options, limit, use_cache, chunking)
         if cached is not None:

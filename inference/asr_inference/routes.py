@@ -151,7 +151,7 @@ def _add_api_routes(app: FastAPI, state: ServerState) -> None:
             raise InvalidRequest("timestamp_granularities[] accepts 'segment' and 'word'")
         lang = (language or "auto").strip().lower()
         loaded.transcriber.check_language(lang)
-        options = DecodeOptions(language=lang, use_itn=False, prompt=prompt or None)
+        options = DecodeOptions(language=lang, use_itn=False, prompt=prompt or None, temperature=temperature)
         cutting = chunking.parse(await request.form(), settings)
         ctx = request.scope["state"]["asr"]
         if stream:

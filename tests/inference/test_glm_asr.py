@@ -90,3 +90,12 @@ async def test_any_language_is_accepted_and_long_audio_cut(glm_asr_dir: Path) ->
     assert r.status_code == 200
     segments = r.json()["segments"]
     assert len(segments) >= 3 and all(s["end"] - s["start"] <= 30.0 + 1e-6 for s in segments)
+
+
+async def test_temperature_samples(glm_asr_dir: Path, speech_files: dict[str, Path]) -> None:
+    clip = speech_files["sentence_d.wav"]
+    async with serve(model=str(glm_asr_dir), cache_entries=16) as (_, client):
+        greedy = [(await transcribe(client, clip)).json()["text"] for _ in range(2)]
+        draws = [(await transcribe(client, clip, temperature="1.0")).json()["text"] for _ in range(4)]
+    assert greedy[0] == greedy[1]
+    assert len(set(draws)) > 1 and any(d != greedy[0] for d in draws)

@@ -212,3 +212,22 @@ async def test_subtitles_as_for_the_other_families(whisper_dir: Path, speech_fil
         srt = (await transcribe(client, speech_files["sentence_d.wav"], response_format="srt")).text
         vtt = (await transcribe(client, speech_files["sentence_d.wav"], response_format="vtt")).text
     assert srt.startswith("1\n00:00:00,000 --> ") and vtt.startswith("WEBVTT")
+
+
+async def test_temperature_samples_uncached_and_leaves_greedy_neighbours_alone(
+    whisper_dir: Path, speech_files: dict[str, Path]
+) -> None:
+    """temperature > 0 samples (draws differ; none is served from the result cache), in its own generate call:
+    a greedy request batched beside it reads as it does alone."""
+    clip = speech_files["sentence_d.wav"]
+    async with serve(model=str(whisper_dir), max_batch_size=2, max_wait_ms=1500, cache_entries=16) as (_, client):
+        greedy = (await transcribe(client, clip, language="en")).json()["text"]
+        sampled, beside = await asyncio.gather(
+            transcribe(client, clip, language="en", temperature="1.0"),
+            transcribe(client, speech_files["digits_a.wav"], language="en"),
+        )
+        draws = [(await transcribe(client, clip, language="en", temperature="1.0")).json()["text"] for _ in range(4)]
+        beside_alone = await transcribe(client, speech_files["digits_a.wav"], language="en")
+    assert sampled.status_code == beside.status_code == 200
+    assert len({*draws, sampled.json()["text"]}) > 1 and any(d != greedy for d in draws)
+    assert beside.json()["text"] == beside_alone.json()["text"]

@@ -16,6 +16,7 @@ class DecodeOptions:
     language: str = "auto"
     use_itn: bool = False
     prompt: str | None = None
+    temperature: float = 0.0  # 0: greedy; > 0: sampled where the family's decoder samples (Whisper, GLM-ASR)
 
 
 @dataclass

@@ -67,6 +67,23 @@ class GlmAsrBackend(TransformersBackend):
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     def _run(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
+        results: list[ItemResult] = [ItemResult("")] * len(items)
+        finite = True
+        groups: dict[float, list[int]] = {}  # generate samples (or not) per call: one call per temperature
+        for i, o in enumerate(options):
+            groups.setdefault(o.temperature, []).append(i)
+        for temperature, idx in groups.items():
+            texts, group_finite = self._generate([items[i] for i in idx], [options[i] for i in idx], precision,
+                                                 temperature)  # fmt: skip
+            finite = finite and group_finite
+            for i, text in zip(idx, texts, strict=True):
+                results[i] = ItemResult(text=text)
+        # CER, not per-frame agreement, for the gate: a changed token shifts every later step of a decoder
+        return BatchOutput(results, finite, None)
+
+    def _generate(
+        self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str, temperature: float
+    ) -> tuple[list[str], bool]:
         request = {k: v.to(self.device) for k, v in self._request_ids(items, options).items()}
         features = torch.stack([it.data[0] for it in items]).to(self.device)
         mask = torch.stack([it.data[1] for it in items]).to(self.device)
@@ -75,14 +92,13 @@ class GlmAsrBackend(TransformersBackend):
                 **request,
                 input_features=features,
                 input_features_mask=mask,
-                do_sample=False,
                 return_dict_in_generate=True,
                 output_scores=True,  # the finiteness check reads each step's scores
+                **self.sampling(temperature),
             )
         generated = out["sequences"][:, request["input_ids"].shape[1] :].cpu()
-        results = []
+        texts = []
         for row in generated.tolist():
             ids = [t for t in row if t not in self._special]
-            results.append(ItemResult(text=self.detokenize(self._pieces(ids, self.processor.tokenizer))))
-        # CER, not per-frame agreement, for the gate: a changed token shifts every later step of a decoder
-        return BatchOutput(results, self.scores_finite(out.get("scores")), None)
+            texts.append(self.detokenize(self._pieces(ids, self.processor.tokenizer)))
+        return texts, self.scores_finite(out.get("scores"))

@@ -137,6 +137,11 @@ class TransformersBackend:
         return out.results
 
     @staticmethod
+    def sampling(temperature: float) -> dict[str, Any]:
+        """generate's arguments for a request's temperature: greedy at 0 (OpenAI's default), else sampling."""
+        return {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
+
+    @staticmethod
     def scores_finite(scores: Sequence[torch.Tensor] | None) -> bool:
         """Whether every generation step's scores were finite (a NaN/inf logit makes its row's maximum non-finite)."""
         return all(bool(torch.isfinite(s.amax(dim=-1)).all()) for s in scores or ())

@@ -5,7 +5,8 @@ audio is cut by the pipeline's VAD segments or windows first) and a batch is a p
 change an item's result. The encoder runs once per batch; an item without a language gets the model's most likely
 language token from one decoder step on its encoder output (transformers' `generate` would run the encoder a
 second time to detect it: 2x the work of a short clip); then the decoder runs greedy over the whole batch, each
-item with its own language, one `generate` per distinct prompt (it takes one per call).
+item with its own language, one `generate` per distinct prompt and temperature (it takes one of each per call;
+temperature 0, the default, is greedy).
 
 Token times come from the cross-attention (`return_token_timestamps`, DTW over the model's `alignment_heads`) when
 the checkpoint names those heads, as released checkpoints do; then windows overlap and words carry times.
@@ -65,20 +66,21 @@ class WhisperBackend(TransformersBackend):
     # ------------------------------------------------------------------ batch (inference thread)
     def _run(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
         """The encoder once for the whole batch; the language of every `auto` item from one decoder step on its
-        encoder output (generate would run the encoder a second time to detect it); then one generate per prompt
-        (generate takes a prompt once per call), each item with its language."""
+        encoder output (generate would run the encoder a second time to detect it); then one generate per prompt and
+        temperature (generate takes each once per call), each item with its language."""
         results: list[ItemResult | None] = [None] * len(items)
         with torch.inference_mode(), self._autocast(precision):
             encoded = self._encode(items)
             languages = self._languages(encoded, options)
             finite = bool(torch.isfinite(encoded.amax(dim=-1)).all())
-            groups: dict[str | None, list[int]] = {}
+            groups: dict[tuple[str | None, float], list[int]] = {}
             for i, o in enumerate(options):
-                groups.setdefault(o.prompt, []).append(i)
-            for prompt, idx in groups.items():
+                groups.setdefault((o.prompt, o.temperature), []).append(i)
+            for (prompt, temperature), idx in groups.items():
                 rows = torch.tensor(idx, device=encoded.device)
                 mask = torch.stack([items[i].data[1] for i in idx]).to(self.device)
-                out = self._generate(encoded.index_select(0, rows), mask, [languages[i] for i in idx], prompt)
+                selected = encoded.index_select(0, rows)
+                out = self._generate(selected, mask, [languages[i] for i in idx], prompt, temperature)
                 sequences, times, group_finite = out
                 finite = finite and group_finite
                 for row, i in enumerate(idx):
@@ -108,7 +110,7 @@ class WhisperBackend(TransformersBackend):
         return languages
 
     def _generate(
-        self, encoded: torch.Tensor, mask: torch.Tensor, languages: list[str], prompt: str | None
+        self, encoded: torch.Tensor, mask: torch.Tensor, languages: list[str], prompt: str | None, temperature: float
     ) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
         from transformers.modeling_outputs import BaseModelOutput
 
@@ -118,7 +120,7 @@ class WhisperBackend(TransformersBackend):
             "task": "transcribe",
             "return_dict_in_generate": True,
             "output_scores": True,  # the finiteness check reads each step's scores
-            "do_sample": False,
+            **self.sampling(temperature),
         }
         if self._lang_by_id and "auto" not in languages:
             kwargs["language"] = languages
