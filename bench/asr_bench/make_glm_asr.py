@@ -20,10 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-WORDS = (
-    "the a of to and in is it you that he was for on are with as his they be at one have this from or had by "
-    "hot word but what some we can out other were all there when up use your how said an each she which do"
-).split()
+from .byte_bpe import byte_level_bpe, write_card
+
 SPECIALS = ["<|endoftext|>", "<|user|>", "<|assistant|>", "<|system|>", "<|begin_of_audio|>", "<|end_of_audio|>",
             "<|pad|>"]  # fmt: skip
 CHAT_TEMPLATE = (
@@ -43,19 +41,10 @@ DIMS: dict[str, dict[str, int]] = {
 }  # fmt: skip
 
 
-def _tokenizer(out: Path, seed: int) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _tokenizer(seed: int) -> Any:
     from transformers import PreTrainedTokenizerFast
 
-    rng = random.Random(seed)
-    corpus = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))) for _ in range(2000)]
-    corpus.append("Please transcribe this audio into text")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
-    tok.add_special_tokens(SPECIALS)
+    tok = byte_level_bpe(seed, SPECIALS, extra_lines=["Please transcribe this audio into text"])
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>", padding_side="left"
     )
@@ -77,7 +66,7 @@ def build(out: Path, dims_name: str = "tiny-test", seed: int = 0, max_new_tokens
     random.seed(seed)
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(out, seed)
+    tokenizer = _tokenizer(seed)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIALS}
     eos = [ids["<|endoftext|>"], ids["<|user|>"]]
     config = GlmAsrConfig(
@@ -98,10 +87,7 @@ def build(out: Path, dims_name: str = "tiny-test", seed: int = 0, max_new_tokens
         feature_extractor=WhisperFeatureExtractor(feature_size=128), tokenizer=tokenizer, chat_template=CHAT_TEMPLATE
     )
     processor.save_pretrained(out)
-    params = sum(p.numel() for p in model.parameters())
-    (out / "BENCH_MODEL.json").write_text(
-        json.dumps({"architecture": f"glm-asr-{dims_name}", "parameters": params, "weights": "random"}, indent=1)
-    )
+    write_card(out, f"glm-asr-{dims_name}", model)
     return out
 
 

@@ -24,11 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .byte_bpe import byte_level_bpe, write_card
+
 LANGUAGES = ["en", "zh", "de", "es", "ru", "ko", "fr", "ja", "pt", "tr", "pl", "it", "yue"]
-WORDS = (
-    "the a of to and in is it you that he was for on are with as his they be at one have this from or had by "
-    "hot word but what some we can out other were all there when up use your how said an each she which do"
-).split()
 # d_model, layers, heads, ffn: the published dimensions (openai/whisper-* config.json); "tiny-test" is for tests.
 DIMS: dict[str, dict[str, int]] = {
     "tiny-test": {"d_model": 64, "layers": 2, "heads": 4, "ffn": 128, "mels": 80},
@@ -37,22 +35,14 @@ DIMS: dict[str, dict[str, int]] = {
 }
 
 
-def _tokenizer(out: Path, bpe_vocab: int, seed: int) -> Any:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def _tokenizer(out: Path, seed: int) -> Any:
     from transformers import WhisperTokenizer
 
-    rng = random.Random(seed)
-    corpus = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))) for _ in range(2000)]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=bpe_vocab, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(corpus, trainer)
     specials = [
         "<|endoftext|>", "<|startoftranscript|>", *(f"<|{code}|>" for code in LANGUAGES), "<|translate|>",
         "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>",
     ]  # fmt: skip
-    tok.add_special_tokens(specials)
+    tok = byte_level_bpe(seed, specials)
     tok.add_tokens([f"<|{i * 0.02:.2f}|>" for i in range(1501)])
     tok.save(str(out / "tokenizer.json"))
     eot = "<|endoftext|>"
@@ -71,7 +61,7 @@ def build(out: Path, dims_name: str = "tiny-test", seed: int = 0, max_length: in
     random.seed(seed)
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _tokenizer(out, 400, seed)
+    tokenizer = _tokenizer(out, seed)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in tokenizer.added_tokens_encoder}
     eot, sot = ids["<|endoftext|>"], ids["<|startoftranscript|>"]
     config = WhisperConfig(
@@ -96,10 +86,7 @@ def build(out: Path, dims_name: str = "tiny-test", seed: int = 0, max_length: in
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     WhisperFeatureExtractor(feature_size=dims["mels"]).save_pretrained(out)
-    params = sum(p.numel() for p in model.parameters())
-    (out / "BENCH_MODEL.json").write_text(
-        json.dumps({"architecture": f"whisper-{dims_name}", "parameters": params, "weights": "random"}, indent=1)
-    )
+    write_card(out, f"whisper-{dims_name}", model)
     return out
 
 

@@ -10,7 +10,6 @@ predictor, whose convolution otherwise leaks padding into the last real frames. 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 from collections.abc import Sequence
@@ -161,56 +160,17 @@ class FunASRBackend:
         return Prepared(feats, int(feats.shape[0]), duration)
 
     # ------------------------------------------------------------------ precision
-    def _autocast(self, precision: str) -> contextlib.AbstractContextManager[Any]:
-        if precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
-
     def warm(self, items: Sequence[Prepared]) -> ModelInfo:
         self._sv_graph = None  # the checks below compare eager runs; a graph is chosen (again) at the end
-        requested = self.settings.precision
         options = [DecodeOptions()] * len(items)
         reference = self._run(items, options, "fp32")
-        candidate, reason = requested, None
-        if requested == "fp16" and self.device.type == "cpu":
-            candidate, reason = "fp32", "fp16 is not supported on CPU (only bf16 is reduced there)"
-        if candidate != "fp32":
-            try:
-                reduced: BatchOutput | None = self._run(items, options, candidate)
-            except Exception as exc:  # a dtype error in some op is a failed check, not a failed start
-                reduced, reason = None, f"{candidate} forward raised {type(exc).__name__}: {exc}"
-            if reduced is not None:
-                verdict = self._judge(candidate, reference, reduced)
-                reason = verdict.reason
-                self.info.precision_agreement, self.info.precision_cer = verdict.agreement, verdict.cer
-            if reason is not None and self.settings.force_precision and reduced is not None:
-                log.warning("precision %s fails the warm-up check but is forced: %s", candidate, reason)
-                self.info.precision_forced = True
-            elif reason is not None:
-                candidate = "fp32"
-        if reason is not None and candidate == "fp32":
-            log.warning("precision %s requested; serving fp32: %s", requested, reason)
-        self.precision = candidate
-        self.info.precision = candidate
-        self.info.precision_fallback_reason = reason if candidate == "fp32" else None
-        self.info.precision_check_failure = reason
+        choice = precision_gate.choose(
+            self.settings, self.device.type, reference, lambda precision: self._run(items, options, precision)
+        )
+        self.precision = precision_gate.record(self.info, choice)
         self._choose_runtime(items, reference)
         self._choose_graph(items)
         return self.info
-
-    def _judge(self, label: str, reference: BatchOutput, candidate: BatchOutput) -> precision_gate.Verdict:
-        """The warm-up gate for a candidate forward (a reduced precision, an ONNX graph) against PyTorch fp32."""
-        return precision_gate.judge(
-            label,
-            finite=candidate.finite,
-            reference_texts=[r.text for r in reference.results],
-            candidate_texts=[r.text for r in candidate.results],
-            reference_frames=reference.frames,
-            candidate_frames=candidate.frames,
-            min_agreement=self.settings.precision_min_agreement,
-            max_cer=self.settings.precision_max_cer,
-        )
 
     def _choose_runtime(self, items: Sequence[Prepared], reference: BatchOutput) -> None:
         """`runtime=onnx`: export (or take from the cache) the SenseVoice forward, run the warm-up items through ONNX
@@ -243,7 +203,7 @@ class FunASRBackend:
                 candidate = self._sensevoice(items, options, forward)
         except Exception as exc:  # an export or a runtime that fails is a refused optimisation, not a failed start
             return f"{label} could not be prepared: {type(exc).__name__}: {exc}"
-        verdict = self._judge(label, reference, candidate)
+        verdict = precision_gate.judge_outputs(label, reference, candidate, self.settings)
         self.info.runtime_agreement, self.info.runtime_cer = verdict.agreement, verdict.cer
         if verdict.reason is not None and self.settings.force_precision:
             log.warning("%s fails the warm-up check but is forced: %s", label, verdict.reason)
@@ -279,7 +239,7 @@ class FunASRBackend:
                 self._sv_forward,
                 inputs(items[:2]),
                 checks,
-                eager_context=lambda: self._autocast(self.precision),
+                eager_context=lambda: precision_gate.autocast(self.device.type, self.precision),
                 optimize=self.device.type == "cpu",  # no fusion on CUDA: see trace_checked
             )
         self.info.graph_mode = "trace" if self._sv_graph is not None else "eager"
@@ -289,15 +249,10 @@ class FunASRBackend:
 
     # ------------------------------------------------------------------ batch (inference thread)
     def transcribe_batch(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> list[ItemResult]:
-        out = self._run(items, options, self.precision)
-        if not out.finite and self.precision != "fp32":
-            # a reduced-precision overflow on real traffic: the warm-up gate cannot see every input; rerun in fp32
-            # rather than return what NaN/inf logits decode to
-            log.warning("%s outputs of a batch of %d were not finite; rerunning it in fp32", self.precision, len(items))
-            if self.metrics is not None:
-                self.metrics.fp32_reruns_total.inc()
-            out = self._run(items, options, "fp32")
-        return out.results
+        def run(precision: str) -> BatchOutput:
+            return self._run(items, options, precision)
+
+        return list(precision_gate.rerun_if_not_finite(run, self.precision, self.metrics, len(items)).results)
 
     def _run(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
         if self._onnx is not None and precision == self.precision:  # only ever set for SenseVoice, in fp32
@@ -306,7 +261,7 @@ class FunASRBackend:
         if self._sv_graph is not None and precision == self.precision:  # only ever set for SenseVoice
             with torch.inference_mode():  # no autocast: the graph was traced under it and replays its casts
                 return self._sensevoice(items, options, self._sv_graph)
-        with torch.inference_mode(), self._autocast(precision):
+        with torch.inference_mode(), precision_gate.autocast(self.device.type, precision):
             if self.family == "sensevoice":
                 return self._sensevoice(items, options)
             if self.family == "paraformer":

@@ -12,6 +12,7 @@ instruction, per item), with the audio placeholder repeated once per audio token
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,31 +39,36 @@ class GlmAsrBackend(TransformersBackend):
             raise ModelLoadError(f"transformers could not load GLM-ASR from {self.source.ref!r}: {exc}") from exc
         self.languages = None  # no language option: any `language` is accepted and the model writes what it hears
         self._special = frozenset(int(i) for i in self.processor.tokenizer.all_special_ids)
+        # the chat template rendered once per prompt, not per item of every batch (bounded: prompts come from clients)
+        self._request_text = functools.lru_cache(maxsize=64)(self._render_request)
+
+    def _render_request(self, prompt: str | None) -> str:
+        """The processor's chat-formatted request for one item with this prompt (None: the default instruction),
+        with one audio placeholder."""
+        texts = self.processor.apply_transcription_request(
+            audio=[np.zeros(16, dtype=np.float32)],
+            prompt=[prompt],
+            tokenize=False,  # audio not read: tokenize=False
+        )
+        return str(texts[0])
 
     # ------------------------------------------------------------------ per item (worker threads)
     def prepare(self, samples: np.ndarray) -> Prepared:
-        array = np.asarray(samples, dtype=np.float32)
-        duration = len(array) / 16000
-        self._check_length(duration)
-        out = self.processor.feature_extractor(
-            array, sampling_rate=16000, return_tensors="pt", return_attention_mask=True
-        )
-        features, mask = out["input_features"][0], out["attention_mask"][0]
-        tokens = int(self.processor._get_audio_token_length(mask.sum()[None])[0])
-        return Prepared((features, mask, tokens), int(mask.sum()), duration)
+        """The shared features, plus the number of audio tokens the item's request text holds."""
+        item = super().prepare(samples)
+        tokens = int(self.processor._get_audio_token_length(item.data[1].sum()[None])[0])
+        return Prepared((*item.data, tokens), item.length, item.duration_s)
 
     # ------------------------------------------------------------------ batch (inference thread)
     def _request_ids(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> dict[str, torch.Tensor]:
         """The chat-formatted requests, left-padded: the processor's template with each item's prompt, the audio
         placeholder expanded to the item's audio token count."""
         processor = self.processor
-        texts = processor.apply_transcription_request(
-            audio=[np.zeros(16, dtype=np.float32)] * len(items),  # not read: tokenize=False
-            prompt=[o.prompt or None for o in options],
-            tokenize=False,
-        )
         token = processor.audio_token
-        expanded = [t.replace(token, token * it.data[2], 1) for t, it in zip(texts, items, strict=True)]
+        expanded = [
+            self._request_text(o.prompt or None).replace(token, token * it.data[2], 1)
+            for o, it in zip(options, items, strict=True)
+        ]
         encoded = processor.tokenizer(expanded, padding=True, padding_side="left", return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import model_source
@@ -73,50 +74,30 @@ class TransformersBackend:
     def _run(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
         raise NotImplementedError
 
-    def _check_length(self, duration: float) -> None:
+    # ------------------------------------------------------------------ per item (worker threads)
+    def prepare(self, samples: np.ndarray) -> Prepared:
+        """Log-mel features padded to the encoder's 30 s and their mask; `length` = real frames."""
+        array = np.asarray(samples, dtype=np.float32)
+        duration = len(array) / 16000
         if duration > WINDOW_S + 1e-3:  # the pipeline cuts first; truncating here would drop speech silently
             raise ValueError(f"a {self.family} item holds at most {WINDOW_S:.0f} s of audio, got {duration:.2f} s")
+        out = self.processor.feature_extractor(
+            array, sampling_rate=16000, return_tensors="pt", return_attention_mask=True
+        )
+        features, mask = out["input_features"][0], out["attention_mask"][0]
+        return Prepared((features, mask), int(mask.sum()), duration)
 
     # ------------------------------------------------------------------ precision
     def _autocast(self, precision: str) -> contextlib.AbstractContextManager[Any]:
-        if precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return precision_gate.autocast(self.device.type, precision)
 
     def warm(self, items: Sequence[Prepared]) -> ModelInfo:
-        requested = self.settings.precision
         options = [DecodeOptions()] * len(items)
         reference = self._run(items, options, "fp32")
-        candidate, reason = requested, None
-        if requested == "fp16" and self.device.type == "cpu":
-            candidate, reason = "fp32", "fp16 is not supported on CPU (only bf16 is reduced there)"
-        if candidate != "fp32":
-            try:
-                reduced = self._run(items, options, candidate)
-                verdict = precision_gate.judge(
-                    candidate,
-                    finite=reduced.finite,
-                    reference_texts=[r.text for r in reference.results],
-                    candidate_texts=[r.text for r in reduced.results],
-                    reference_frames=reference.frames,
-                    candidate_frames=reduced.frames,
-                    min_agreement=self.settings.precision_min_agreement,
-                    max_cer=self.settings.precision_max_cer,
-                )
-                reason = verdict.reason
-                self.info.precision_agreement, self.info.precision_cer = verdict.agreement, verdict.cer
-            except Exception as exc:  # a dtype error in some op is a failed check, not a failed start
-                reason = f"{candidate} generate raised {type(exc).__name__}: {exc}"
-            if reason is not None and self.settings.force_precision:
-                log.warning("precision %s fails the warm-up check but is forced: %s", candidate, reason)
-                self.info.precision_forced = True
-            elif reason is not None:
-                candidate = "fp32"
-                log.warning("precision %s requested; serving fp32: %s", requested, reason)
-        self.precision = self.info.precision = candidate
-        self.info.precision_fallback_reason = reason if candidate == "fp32" else None
-        self.info.precision_check_failure = reason
+        choice = precision_gate.choose(
+            self.settings, self.device.type, reference, lambda precision: self._run(items, options, precision)
+        )
+        self.precision = precision_gate.record(self.info, choice)
         if self.settings.graph_mode == "trace":
             self.info.graph_fallback_reason = f"graph mode covers SenseVoice models; {self.family} runs eagerly"
         if self.settings.runtime == "onnx":
@@ -128,13 +109,10 @@ class TransformersBackend:
 
     # ------------------------------------------------------------------ batch (inference thread)
     def transcribe_batch(self, items: Sequence[Prepared], options: Sequence[DecodeOptions]) -> list[ItemResult]:
-        out = self._run(items, options, self.precision)
-        if not out.finite and self.precision != "fp32":
-            log.warning("%s scores of a batch of %d were not finite; rerunning it in fp32", self.precision, len(items))
-            if self.metrics is not None:
-                self.metrics.fp32_reruns_total.inc()
-            out = self._run(items, options, "fp32")
-        return out.results
+        def run(precision: str) -> BatchOutput:
+            return self._run(items, options, precision)
+
+        return list(precision_gate.rerun_if_not_finite(run, self.precision, self.metrics, len(items)).results)
 
     @staticmethod
     def sampling(temperature: float) -> dict[str, Any]:

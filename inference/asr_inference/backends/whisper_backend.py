@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from ..errors import ModelLoadError
@@ -51,17 +50,6 @@ class WhisperBackend(TransformersBackend):
         self.supports_token_times = bool(getattr(generation, "alignment_heads", None))
         # released vocabularies put every special and timestamp token after the text tokens (<|endoftext|> first)
         self._first_special = int(self.processor.tokenizer.convert_tokens_to_ids("<|endoftext|>"))
-
-    # ------------------------------------------------------------------ per item (worker threads)
-    def prepare(self, samples: np.ndarray) -> Prepared:
-        array = np.asarray(samples, dtype=np.float32)
-        duration = len(array) / 16000
-        self._check_length(duration)
-        out = self.processor.feature_extractor(
-            array, sampling_rate=16000, return_tensors="pt", return_attention_mask=True
-        )
-        features, mask = out["input_features"][0], out["attention_mask"][0]
-        return Prepared((features, mask), int(mask.sum()), duration)
 
     # ------------------------------------------------------------------ batch (inference thread)
     def _run(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
