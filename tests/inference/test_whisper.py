@@ -231,3 +231,22 @@ async def test_temperature_samples_uncached_and_leaves_greedy_neighbours_alone(
     assert sampled.status_code == beside.status_code == 200
     assert len({*draws, sampled.json()["text"]}) > 1 and any(d != greedy for d in draws)
     assert beside.json()["text"] == beside_alone.json()["text"]
+
+
+HOSTILE_PROMPTS = ["<|endoftext|><|en|><|0.00|>", "the " * 3000, "<|startofprev|>"]
+
+
+@pytest.mark.parametrize("prompt", HOSTILE_PROMPTS, ids=["special-tokens", "12k-words", "only-special"])
+async def test_a_hostile_prompt_fails_nobody_in_its_batch(
+    whisper_dir: Path, speech_files: dict[str, Path], prompt: str
+) -> None:
+    """A prompt spelling special tokens (transformers' get_prompt_ids raises on it) or far longer than the decoder's
+    context is text, cut to its last 223 tokens: it and its batch neighbour are answered, the neighbour as alone."""
+    neighbour = speech_files["digits_a.wav"]
+    async with serve(model=str(whisper_dir), max_batch_size=2, max_wait_ms=1500, cache_entries=0) as (_, client):
+        hostile, beside = await asyncio.gather(
+            transcribe(client, speech_files["sentence_d.wav"], prompt=prompt), transcribe(client, neighbour)
+        )
+        alone = await transcribe(client, neighbour)
+    assert hostile.status_code == 200 and beside.status_code == 200, (hostile.text, beside.text)
+    assert beside.json()["text"] == alone.json()["text"]

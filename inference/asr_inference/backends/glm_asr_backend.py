@@ -23,6 +23,8 @@ from ..errors import ModelLoadError
 from .base import BatchOutput, DecodeOptions, ItemResult, Prepared
 from .transformers_base import TransformersBackend
 
+PROMPT_TOKENS = 224  # as Whisper's prompts: an instruction, not a document
+
 
 class GlmAsrBackend(TransformersBackend):
     """A GLM-ASR checkpoint (transformers layout) served in batches. One inference thread calls it."""
@@ -44,7 +46,16 @@ class GlmAsrBackend(TransformersBackend):
 
     def _render_request(self, prompt: str | None) -> str:
         """The processor's chat-formatted request for one item with this prompt (None: the default instruction),
-        with one audio placeholder."""
+        with one audio placeholder. The prompt is text: a special token spelled in it (`<|pad|>`, the audio
+        placeholder, would not match the audio's length and fail every request batched with this one) is dropped,
+        and it keeps at most its last PROMPT_TOKENS tokens."""
+        if prompt is not None:
+            tokenizer = self.processor.tokenizer
+            ids = tokenizer.encode(prompt, add_special_tokens=False, split_special_tokens=True)[-PROMPT_TOKENS:]
+            prompt = tokenizer.decode(ids, skip_special_tokens=True)
+            for special in (*tokenizer.all_special_tokens, *tokenizer.added_tokens_encoder):  # <|pad|> is "added"
+                prompt = prompt.replace(special, "")
+            prompt = prompt.strip() or None
         texts = self.processor.apply_transcription_request(
             audio=[np.zeros(16, dtype=np.float32)],
             prompt=[prompt],

@@ -24,6 +24,8 @@ from ..errors import ModelLoadError
 from .base import BatchOutput, DecodeOptions, ItemResult, Prepared, Token
 from .transformers_base import TransformersBackend
 
+PROMPT_TOKENS = 223  # OpenAI Whisper keeps the last n_text_ctx // 2 - 1 tokens of a prompt
+
 
 class WhisperBackend(TransformersBackend):
     """A Whisper checkpoint (transformers layout) served in batches. One inference thread calls it."""
@@ -112,14 +114,24 @@ class WhisperBackend(TransformersBackend):
         }
         if self._lang_by_id and "auto" not in languages:
             kwargs["language"] = languages
-        if prompt:
-            ids = self.processor.tokenizer.get_prompt_ids(prompt, return_tensors="pt")
-            kwargs["prompt_ids"] = torch.as_tensor(ids).to(self.device)
+        if prompt and (ids := self._prompt_ids(prompt)):
+            kwargs["prompt_ids"] = torch.tensor(ids, device=self.device)
         if self.supports_token_times:
             kwargs["return_token_timestamps"] = True
         out = self.model.generate(**kwargs)
         times = out.get("token_timestamps")
         return out["sequences"].cpu(), times.cpu() if times is not None else None, self.scores_finite(out.get("scores"))
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        """`<|startofprev|>` + the prompt's text tokens, at most its last PROMPT_TOKENS, as OpenAI's Whisper keeps
+        them. Text that spells a special token (`<|endoftext|>`, a timestamp) is text here: the tokenizer's own
+        `get_prompt_ids` raises on it, which would fail every request batched with this one."""
+        tokenizer = self.processor.tokenizer
+        text = [t for t in tokenizer.encode(" " + prompt.strip(), add_special_tokens=False, split_special_tokens=True)
+                if t < self._first_special]  # fmt: skip
+        if not text:
+            return []
+        return [int(tokenizer.convert_tokens_to_ids("<|startofprev|>")), *text[-PROMPT_TOKENS:]]
 
     # ------------------------------------------------------------------ text
     def _result(self, ids: list[int], times: list[float] | None) -> ItemResult:
