@@ -52,7 +52,9 @@ HOST_PATHS = (
     "/var/log/containers", "/var/log/pods", "/var/lib/cni", "/run/netns", "/var/lib/kubelet", "/run/containerd",
 )  # fmt: skip
 CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
-REGISTRY_CACHE = pathlib.Path(os.path.expanduser("~/.cache/asr-platform/registry"))
+# Where earlier versions kept the registry across runs: every e2e run pushed a new multi-GB inference image there and
+# nothing ever deleted one (15 GB after five runs filled CI's disk). Removed when a node starts.
+OLD_REGISTRY_CACHE = pathlib.Path(os.path.expanduser("~/.cache/asr-platform/registry"))
 
 
 def sh(*argv: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -148,14 +150,18 @@ class RealNode:
 
     def _start_registry(self, spawn: Callable[[str, list[str], str | None], None]) -> None:
         port = free_port()
-        REGISTRY_CACHE.mkdir(parents=True, exist_ok=True)
+        # The registry's storage is the node's: `down()` deletes it with the node's directory, so pushed images never
+        # pile up between runs (a push costs a compression of the image; containerd pulls and unpacks it anyway).
+        shutil.rmtree(OLD_REGISTRY_CACHE, ignore_errors=True)
+        storage = self.dir / "registry"
+        storage.mkdir(parents=True, exist_ok=True)
         config = self.dir / "registry.yaml"
         config.write_text(
             json.dumps(
                 {
                     "version": 0.1,
                     "log": {"level": "warn"},
-                    "storage": {"filesystem": {"rootdirectory": str(REGISTRY_CACHE)}},
+                    "storage": {"filesystem": {"rootdirectory": str(storage)}},
                     "http": {"addr": f"127.0.0.1:{port}"},
                 }
             )

@@ -51,11 +51,15 @@ class ImageSpec:
     dockerfile: str  # relative to the repository root (the build context)
     target: str | None
     tag: str
+    # Stages whose result the final image only copies from (COPY --from): nothing else refers to them, so they are
+    # tagged `localhost/<name>-cache:<stage>-<key>`. Tagged, the next build reuses them (torch is a 5-GB layer) and
+    # the next change of sources removes them with their untagged parents, like the final image's stale builds.
+    cache_stages: tuple[str, ...] = ()
 
 
 IMAGES = (
-    ImageSpec("asr-inference", "inference/Dockerfile", "cpu", "cpu"),
-    ImageSpec("asr-operator", "operator/Dockerfile", None, "dev"),
+    ImageSpec("asr-inference", "inference/Dockerfile", "cpu", "cpu", cache_stages=("venv-cpu",)),
+    ImageSpec("asr-operator", "operator/Dockerfile", None, "dev", cache_stages=("builder",)),
 )
 
 
@@ -180,25 +184,35 @@ def host_trust_mounts() -> list[str]:
     return mounts
 
 
-def build(spec: ImageSpec, ref: str, args: dict[str, str]) -> float:
-    # docker format: the OCI image config has no HEALTHCHECK, which the inference image declares for Docker users
-    argv = ["buildah", "bud", "--layers", "--format", "docker", "--isolation", "chroot", "-f", spec.dockerfile]
-    argv += ["--target", spec.target] if spec.target else []
+def bud(spec: ImageSpec, target: str | None, ref: str, args: dict[str, str]) -> None:
+    # docker format: the OCI image config has no HEALTHCHECK, which the inference image declares for Docker users.
+    # --force-rm: a failed step (a full disk) leaves no working container holding its multi-GB layers.
+    argv = ["buildah", "bud", "--layers", "--force-rm", "--format", "docker", "--isolation", "chroot"]
+    argv += ["-f", spec.dockerfile] + (["--target", target] if target else [])
     for k, v in sorted(args.items()):
         argv += ["--build-arg", f"{k}={v}"]
     argv += host_trust_mounts()
-    argv += ["-t", ref, "."]  # main() moves <name>:<tag> to it, built now or before
-    started = time.monotonic()
+    argv += ["-t", ref, "."]
     run(argv, cwd=ROOT)
+
+
+def cache_ref(spec: ImageSpec, stage: str, ref: str) -> str:
+    return f"{REGISTRY}/{spec.name}-cache:{stage}-{ref.rpartition('-')[2]}"
+
+
+def build(spec: ImageSpec, ref: str, args: dict[str, str]) -> float:
+    started = time.monotonic()
+    for stage in spec.cache_stages:  # first, so a failed final stage still leaves them tagged for the next try
+        bud(spec, stage, cache_ref(spec, stage, ref), args)
+    bud(spec, spec.target, ref, args)  # its stages come from the cache just made; main() moves <name>:<tag> to it
     return time.monotonic() - started
 
 
-def drop_stale(spec: ImageSpec, keep: str) -> None:
-    """Untag this image's builds from older sources (a CUDA-torch image is ~7 GB); buildah's layer cache stays."""
-    listing = run(
-        ["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", f"{REGISTRY}/{spec.name}"], capture_output=True
-    ).stdout.split()
-    stale = [r for r in listing if r.startswith(f"{REGISTRY}/{spec.name}:{spec.tag}-") and r != keep]
+def drop_stale(repository: str, prefix: str, keep: str) -> None:
+    """Remove the images of `repository` tagged `<prefix>*` other than `keep`: builds from older sources (a
+    CUDA-torch image is ~7 GB). `podman rmi` takes their untagged parents no other image uses with them."""
+    listing = run(["podman", "images", "--format", "{{.Repository}}:{{.Tag}}", repository], capture_output=True)
+    stale = [r for r in listing.stdout.split() if r.startswith(f"{repository}:{prefix}") and r != keep]
     if stale:
         subprocess.run(["podman", "rmi", *stale], capture_output=True)
 
@@ -245,7 +259,9 @@ def main() -> int:
             seconds = build(spec, ref, args)
             report[spec.name] = {"ref": ref, "build_seconds": round(seconds), "base": base}
         run(["buildah", "tag", ref, f"{REGISTRY}/{spec.name}:{spec.tag}"])
-        drop_stale(spec, ref)
+        drop_stale(f"{REGISTRY}/{spec.name}", f"{spec.tag}-", keep=ref)
+        for stage in spec.cache_stages:
+            drop_stale(f"{REGISTRY}/{spec.name}-cache", f"{stage}-", keep=cache_ref(spec, stage, ref))
         entry = report[spec.name]
         entry["size_mb"] = round(image_size(ref) / 1e6)
         print(f"{spec.name}: {ref}  {entry['size_mb']} MB  built in {entry.get('build_seconds', '?')} s")
