@@ -39,7 +39,7 @@ import kopf
 from .builders import LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from .kube import KINDS, Kube
 from .metrics import RECONCILE_DURATION, RECONCILE_TOTAL
-from .reconcile import ChildApiError, handle_child_event, pod_event_changes_status, reconcile, write_status
+from .reconcile import ChildApiError, handle_child_event, plain, pod_event_changes_status, reconcile, write_status
 from .settings import OperatorSettings
 from .spec import GROUP, KIND, PLURAL, VERSION, InvalidSpec
 from .status import Outcome
@@ -70,10 +70,14 @@ def _measured() -> Iterator[dict[str, str]]:
         RECONCILE_TOTAL.labels(result=result["result"]).inc()
 
 
+# Read from the operator's own watches (on_owner_event, on_child_event) and writes instead of a GET per event.
+CACHED_KINDS = frozenset({KIND, "Deployment"})
+
+
 def _kube(memo: kopf.Memo) -> Kube:
     kube = getattr(memo, "kube", None)
     if kube is None:
-        kube = memo.kube = Kube.from_environment()
+        kube = memo.kube = Kube.from_environment(CACHED_KINDS)
     return kube
 
 
@@ -85,6 +89,7 @@ def run_reconcile(
     logger: logging.Logger | logging.LoggerAdapter[Any],
     post_events: bool,
     new: bool = False,
+    fresh: bool = False,
 ) -> None:
     """Reconcile, then write the status. Raises kopf's Permanent/TemporaryError."""
     meta = body.get("metadata") or {}
@@ -104,7 +109,7 @@ def run_reconcile(
 
     with _measured() as result:
         try:
-            asr = reconcile(kube, body, settings.inference_image, new=new)
+            asr = reconcile(kube, body, settings.inference_image, new=new, fresh=fresh)
         except InvalidSpec as e:
             result["result"] = "invalid_spec"
             write(Outcome(False, "InvalidSpec", str(e)))
@@ -118,19 +123,19 @@ def run_reconcile(
                 raise kopf.PermanentError(str(e)) from None
             raise kopf.TemporaryError(str(e), delay=e.retry_delay) from None
         result["result"] = "success"
-        write(Outcome(True), asr)
+        write(Outcome(True), asr)  # its Deployment as just written (the client's cache): not read again
         logger.debug("reconciled %s/%s", namespace, name)
 
 
 def resync_once(memo: kopf.Memo, config: OperatorSettings, namespace: str, name: str, uid: str | None) -> bool:
     """One drift-repair pass on a fresh read of the CR; False once the CR (this uid) is gone or going."""
     logger = logging.getLogger(__name__)
-    fresh = _kube(memo).get(KINDS[KIND], namespace, name)
-    meta = (fresh or {}).get("metadata") or {}
-    if fresh is None or meta.get("uid") != uid or meta.get("deletionTimestamp"):
+    current = _kube(memo).get(KINDS[KIND], namespace, name, fresh=True)  # the backstop does not trust the cache
+    meta = (current or {}).get("metadata") or {}
+    if current is None or meta.get("uid") != uid or meta.get("deletionTimestamp"):
         return False
     try:  # errors were reported by the change handlers (status, events): no events here
-        run_reconcile(body=fresh, memo=memo, settings=config, logger=logger, post_events=False)
+        run_reconcile(body=current, memo=memo, settings=config, logger=logger, post_events=False, fresh=True)
     except (kopf.PermanentError, kopf.TemporaryError) as e:
         logger.debug("resync of %s/%s: %s", namespace, name, e)
     return True
@@ -166,7 +171,17 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
             kind = KINDS[kind_name]
             settings.watching.label_selectors[kind.group, kind.version, kind.plural] = CHILD_SELECTOR
         if getattr(memo, "kube", None) is None:
-            memo.kube = Kube.from_environment()
+            memo.kube = Kube.from_environment(CACHED_KINDS)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="cache")
+    async def on_owner_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+        """Every watched copy of an ASRDeployment (the initial listing too) into the client's cache, before the
+        change handlers of the same event run. Async: a dict update, it never waits for a worker thread."""
+        meta = body.get("metadata") or {}
+        if type == "DELETED":
+            _kube(memo).cache.forget(KIND, str(meta.get("namespace")), str(meta.get("name")), meta.get("uid"))
+        else:
+            _kube(memo).cache.observe(plain(body))
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="create")
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="update")
@@ -196,6 +211,11 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         )
         def on_child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
             """An owned child changed: restore it if it drifted or was deleted; refresh status."""
+            meta = body.get("metadata") or {}
+            if type == "DELETED":  # (the cache keeps only its kinds: Deployments)
+                _kube(memo).cache.forget(str(body.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+            else:
+                _kube(memo).cache.observe(plain(body))
             if type is None:  # the initial listing: the resume handlers reconcile everything anyway
                 return
             handle_child_event(_kube(memo), body, type == "DELETED", config.inference_image, logger)

@@ -18,6 +18,7 @@ from typing import Any
 import kubernetes
 from kubernetes.client.exceptions import ApiException
 
+from .objectcache import ObjectCache
 from .quantity import quantities_equal
 
 LAST_APPLIED = "asr-platform.io/last-applied"
@@ -63,13 +64,18 @@ KINDS: dict[str, Kind] = {
 
 
 class Kube:
-    """Synchronous JSON access to any namespaced resource. Raises ApiException on a non-2xx answer."""
+    """Synchronous JSON access to any namespaced resource. Raises ApiException on a non-2xx answer.
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    Objects of `cached_kinds` are read from an ObjectCache (objectcache.py) when it knows them: it keeps every
+    such object this client reads or writes, and whatever the owner of the client feeds it (`observe`/`forget`:
+    the operator's watch). `get(..., fresh=True)` asks the API server regardless."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, cached_kinds: frozenset[str] = frozenset()) -> None:
         self.api = api_client
+        self.cache = ObjectCache(cached_kinds)
 
     @classmethod
-    def from_environment(cls) -> Kube:
+    def from_environment(cls, cached_kinds: frozenset[str] = frozenset()) -> Kube:
         """In-cluster service account, else the kubeconfig named by $KUBECONFIG (read now, not at import)."""
         configuration = kubernetes.client.Configuration()
         try:
@@ -78,7 +84,7 @@ class Kube:
             kubernetes.config.load_kube_config(
                 config_file=os.environ.get("KUBECONFIG") or None, client_configuration=configuration
             )
-        return cls(kubernetes.client.ApiClient(configuration))
+        return cls(kubernetes.client.ApiClient(configuration), cached_kinds)
 
     def request(
         self, method: str, path: str, body: Any = None, content_type: str = "application/json"
@@ -94,13 +100,20 @@ class Kube:
         data = resp.data
         return json.loads(data) if data else {}
 
-    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: Kind, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
+        if not fresh and (known := self.cache.get(kind.kind, namespace, name)) is not None:
+            return known
         try:
-            return self.request("GET", kind.path(namespace, name))
+            return self._observed(self.request("GET", kind.path(namespace, name)))
         except ApiException as e:
             if e.status == 404:
+                self.cache.forget(kind.kind, namespace, name)
                 return None
             raise
+
+    def _observed(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.cache.observe(obj)
+        return obj
 
     def list(
         self, kind: Kind, namespace: str, label_selector: str = "", field_selector: str = ""
@@ -112,14 +125,16 @@ class Kube:
         return list(self.request("GET", path).get("items") or [])
 
     def create(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        return self.request("POST", kind.path(namespace), body)
+        return self._observed(self.request("POST", kind.path(namespace), body))
 
     def patch(
         self, kind: Kind, namespace: str, name: str, patch: dict[str, Any], subresource: str | None = None
     ) -> dict[str, Any]:
-        return self.request("PATCH", kind.path(namespace, name, subresource), patch, "application/merge-patch+json")
+        answer = self.request("PATCH", kind.path(namespace, name, subresource), patch, "application/merge-patch+json")
+        return self._observed(answer)
 
     def delete(self, kind: Kind, namespace: str, name: str) -> bool:
+        self.cache.forget(kind.kind, namespace, name)
         try:
             self.request("DELETE", kind.path(namespace, name), {"propagationPolicy": "Background"})
         except ApiException as e:

@@ -110,11 +110,13 @@ def apply_child(
     autoscaled: bool = False,
     live: dict[str, Any] | None = None,
     assume_absent: bool = False,
+    fresh: bool = False,
 ) -> tuple[dict[str, Any], str]:
     """Create the child, or patch it when it drifted from `desired` (never create-or-ignore).
 
     With autoscaling the Deployment's replica count belongs to the autoscaler: it is set at creation only.
     `assume_absent` (a brand-new owner): create without looking first; a 409 falls back to get + patch.
+    `fresh`: read the live child from the API server even where the client caches its kind.
     Returns the live object and what was done: "created", "patched" or "unchanged".
     """
     desired = copy.deepcopy(desired)
@@ -128,7 +130,7 @@ def apply_child(
         keep = frozenset({REPLICAS_PATH})
     try:
         if live is None and not assume_absent:
-            live = kube.get(kind, namespace, name)
+            live = kube.get(kind, namespace, name, fresh=fresh)
         if live is None:
             body = with_last_applied(recorded)
             if recorded is not desired:
@@ -138,7 +140,7 @@ def apply_child(
             except ApiException as e:
                 if e.status != 409:
                     raise
-                live = kube.get(kind, namespace, name)  # created meanwhile (a child event): patch it
+                live = kube.get(kind, namespace, name, fresh=True)  # created meanwhile (a child event): patch it
                 if live is None:
                     raise
         if is_subset(with_last_applied(recorded), live):
@@ -149,11 +151,13 @@ def apply_child(
         raise _api_error(e, kind.kind, name, operation) from e
 
 
-def delete_child(kube: Kube, kind_name: str, namespace: str, name: str, owner_uid: str | None) -> bool:
+def delete_child(
+    kube: Kube, kind_name: str, namespace: str, name: str, owner_uid: str | None, *, fresh: bool = False
+) -> bool:
     """Delete a child that is no longer wanted — only if this ASRDeployment owns it."""
     kind = KINDS[kind_name]
     try:
-        live = kube.get(kind, namespace, name)
+        live = kube.get(kind, namespace, name, fresh=fresh)
         if live is None or (owner_uid is not None and _owner_uid(live) != owner_uid):
             return False
         return kube.delete(kind, namespace, name)
@@ -163,11 +167,14 @@ def delete_child(kube: Kube, kind_name: str, namespace: str, name: str, owner_ui
         raise _api_error(e, kind_name, name, "delete") from e
 
 
-def reconcile(kube: Kube, body: Mapping[str, Any], default_image: str, *, new: bool = False) -> ASR:
+def reconcile(
+    kube: Kube, body: Mapping[str, Any], default_image: str, *, new: bool = False, fresh: bool = False
+) -> ASR:
     """Bring every child in line with the spec. Returns the parsed ASRDeployment.
 
     `new`: the ASRDeployment was just created, so it owns nothing yet: no unwanted child can be its own (they are
     not looked up) and its children are created without a lookup first — half the API calls of a burst of new CRs.
+    `fresh`: children read from the API server, not the client's cache (the periodic resync: a backstop).
     Raises InvalidSpec or ChildApiError.
     """
     asr = asr_from_body(body, default_image)
@@ -177,9 +184,9 @@ def reconcile(kube: Kube, body: Mapping[str, Any], default_image: str, *, new: b
     # still targets, so on an hpa → keda switch the old HPA must be gone before the ScaledObject is created.
     uid = (owner.get("metadata") or {}).get("uid")
     for kind_name, name in [] if new else absent:
-        delete_child(kube, kind_name, asr.namespace, name, uid)
+        delete_child(kube, kind_name, asr.namespace, name, uid, fresh=fresh)
     for obj in present:
-        apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled, assume_absent=new)
+        apply_child(kube, obj, owner, autoscaled=asr.spec.autoscaling.enabled, assume_absent=new, fresh=fresh)
     return asr
 
 
@@ -300,6 +307,11 @@ def pod_event_changes_status(kube: Kube, namespace: str, owner: str, pod: Mappin
     return any(c.get("reason") in POD_REASONS for c in conditions)
 
 
+def unseen_by_controller(deployment: dict[str, Any]) -> bool:
+    """The Deployment controller has not acted on this Deployment yet (no status): it has no pods to look at."""
+    return not (deployment.get("status") or {}).get("observedGeneration")
+
+
 def rollout_complete(deployment: dict[str, Any]) -> bool:
     """Every desired replica updated, ready and no other pod around: no pod can have a problem worth reporting."""
     desired, replicas, ready, updated, _, _ = deployment_progress(deployment)
@@ -366,8 +378,9 @@ def write_status(
     asr: ASR | None,
     deployment: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    """Recompute the status from fresh reads of the CR and its Deployment (or the Deployment of the event being
-    handled) and patch it if it changed.
+    """Recompute the status from the newest copies of the CR and its Deployment (the operator's watches and writes
+    keep them in the client's cache: no read per event; `deployment`, the copy an event or a write brought, unless
+    the cache holds a newer one), and patch it if it changed.
 
     Both writers (the CR's handlers with the reconcile `outcome`, the Deployment watch with None) go through
     here, serialized per object, so a status computed from an older Deployment never overwrites a newer one.
@@ -381,8 +394,10 @@ def write_status(
                 return None
             if deployment is None:
                 deployment = kube.get(KINDS["Deployment"], namespace, name)
+            else:
+                deployment = kube.cache.newest(deployment)
             pods = None
-            if deployment is not None and not rollout_complete(deployment):
+            if deployment is not None and not (rollout_complete(deployment) or unseen_by_controller(deployment)):
                 pods = _pod_problem(kube, namespace, pod_selector_string(name))
             autoscaling = _autoscaler_of(kube, cr)
             current = cr.get("status") or {}
@@ -408,4 +423,7 @@ def write_status(
                 kube.patch(KINDS[KIND], namespace, name, {"status": new}, "status")
             return new
         except ApiException as e:
+            if e.status == 404:  # deleted since the copy read (a cached copy can outlive its object briefly)
+                kube.cache.forget(KIND, namespace, name)
+                return None
             raise _api_error(e, KIND, name, "status") from e

@@ -9,6 +9,7 @@ import copy
 from typing import Any
 
 from asr_operator.kube import Kind, is_quantity_path
+from asr_operator.objectcache import ObjectCache
 from kubernetes.client.exceptions import ApiException
 
 # What kube-apiserver returns for these inputs (k8s.io/apimachinery resource.Quantity.String()).
@@ -30,13 +31,14 @@ class FakeKube:
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.calls: list[tuple[str, str, str]] = []
         self.canonicalise = canonicalise
+        self.cache = ObjectCache(frozenset())  # caches nothing: every read is recorded as a call
 
     def _store(self, kind: Kind, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         body = server_canonicalised(body) if self.canonicalise else copy.deepcopy(body)
         self.objects[kind.kind, namespace, body["metadata"]["name"]] = body
         return copy.deepcopy(body)
 
-    def get(self, kind: Kind, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: Kind, namespace: str, name: str, *, fresh: bool = False) -> dict[str, Any] | None:
         self.calls.append(("get", kind.kind, name))
         obj = self.objects.get((kind.kind, namespace, name))
         return copy.deepcopy(obj) if obj is not None else None
