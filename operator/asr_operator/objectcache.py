@@ -50,6 +50,8 @@ class ObjectCache:
         if obj.get("kind") not in self.kinds:
             return
         key, new = _key(obj), copy.deepcopy(dict(obj))
+        # managedFields: often half an object's size, read by nobody here; every copy in and out pays for it
+        (new.get("metadata") or {}).pop("managedFields", None)
         with self._lock:
             old = self._objects.get(key)
             if old is not None and _same_uid(old, new):

@@ -109,3 +109,12 @@ def test_newest_is_the_cached_copy_when_the_given_one_was_overtaken() -> None:
     assert cache.newest(cr(10, phase="Degraded"))["status"]["phase"] == "Degraded"
     other = {"kind": "Deployment", "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "1"}}
     assert cache.newest(other) == other  # a kind it does not keep comes back as given
+
+
+def test_managed_fields_are_not_kept() -> None:
+    cache = ObjectCache(frozenset({"ASRDeployment"}))
+    obj = cr(1)
+    obj["metadata"]["managedFields"] = [{"manager": "kube-controller-manager", "fieldsV1": {"f:status": {}}}]
+    cache.observe(obj)
+    assert "managedFields" not in cache.get("ASRDeployment", "ns", "a")["metadata"]  # type: ignore[index]
+    assert obj["metadata"]["managedFields"]  # the caller's object is left alone
