@@ -75,9 +75,13 @@ class Kube:
         self.cache = ObjectCache(cached_kinds)
 
     @classmethod
-    def from_environment(cls, cached_kinds: frozenset[str] = frozenset()) -> Kube:
-        """In-cluster service account, else the kubeconfig named by $KUBECONFIG (read now, not at import)."""
+    def from_environment(cls, cached_kinds: frozenset[str] = frozenset(), pool_size: int = 0) -> Kube:
+        """In-cluster service account, else the kubeconfig named by $KUBECONFIG (read now, not at import).
+        `pool_size`: connections kept open, one per thread that calls (the client's default is 5 × the machine's
+        cores, not the pod's: too few on a small node, more than needed on a big one)."""
         configuration = kubernetes.client.Configuration()
+        if pool_size:
+            configuration.connection_pool_maxsize = pool_size
         try:
             kubernetes.config.load_incluster_config(client_configuration=configuration)
         except kubernetes.config.ConfigException:
