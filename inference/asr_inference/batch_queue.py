@@ -88,10 +88,11 @@ class BatchQueue:
         """Background work is queued only while less than a batch of other work waits: under load it is shed."""
         return len(self._items) < self.max_batch_size
 
-    def ahead_of_a_new_request(self) -> int:
-        """Queued items a request arriving now would wait behind: those starting at the current virtual time or
-        before (later ones, e.g. a long file's remaining windows, come after it)."""
-        return sum(1 for it in self._items if it.start <= self._vtime)
+    def durations_ahead_of_a_new_request(self) -> list[float]:
+        """Audio seconds of the queued items a request arriving now would wait behind, in the order served: those
+        starting at the current virtual time or before (later ones, e.g. a long file's remaining windows, come
+        after it)."""
+        return [it.prepared.duration_s for it in self._items if it.start <= self._vtime]
 
     def put(self, item: WorkItem) -> None:
         """Queue the item at its virtual start (where its request's previous item finished, or now), after every

@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from .backends import Backend, DecodeOptions, ItemResult, Prepared
+from .batch_cost import BatchCost
 from .batch_queue import BatchQueue, WorkItem
 from .device_faults import is_out_of_memory, release_cached_memory, sticky_device_error
 from .errors import DeviceFailed, InferenceFailed, NotReady, QueueFull
@@ -92,7 +93,8 @@ class Engine:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="asr-inference")
         self._task: asyncio.Task[None] | None = None
         self._busy = False
-        self._ewma_batch_s = 0.05  # for Retry-After
+        self.batch_cost = BatchCost()  # batch seconds from padded audio seconds: the wait budget and Retry-After
+        self._running_until = 0.0  # when the running batch is expected to end (monotonic), while busy
         self.device_failure: str | None = None  # a sticky device error: no more work, /healthz fails
         self._reserved = 0  # admitted requests that have not queued an item yet
         self._arriving = 0  # requests whose body is complete (parsing, decoding) that have not queued an item yet
@@ -146,13 +148,20 @@ class Engine:
         # what would be served before it: the items ahead of it in the fair order and complete bodies being
         # prepared; not uploads still in progress (a stalled upload holds a slot in max_queue_size, but no time on
         # the device), nor a long file's windows that start later. Counted only when needed (a scan of the queue).
-        return self.expected_wait_s(self.queue.ahead_of_a_new_request() + self._arriving)
+        return self.expected_wait_s(self.queue.durations_ahead_of_a_new_request(), self._arriving)
 
-    def expected_wait_s(self, ahead: int) -> float:
-        """How long a request would wait for its batch to start behind `ahead` items: the batches they fill, plus
-        the one running, each taking the measured batch time (moving average)."""
-        batches_ahead = -(-ahead // self.queue.max_batch_size) + (1 if self._busy else 0)
-        return batches_ahead * self._ewma_batch_s
+    def expected_wait_s(self, ahead: Sequence[float], arriving: int = 0) -> float:
+        """How long a request would wait for its batch to start: the rest of the running batch, then the batches
+        that the items `ahead` (their audio seconds, in the order served) and `arriving` bodies (counted at the
+        mean length of those ahead, or of a second) fill, each as long as the learned cost of its padded audio."""
+        wait = max(self._running_until - time.monotonic(), 0.0) if self._busy else 0.0
+        typical = sum(ahead) / len(ahead) if ahead else 1.0
+        lengths = [*ahead, *([typical] * arriving)]
+        size = self.queue.max_batch_size
+        for first in range(0, len(lengths), size):
+            batch = lengths[first : first + size]
+            wait += self.batch_cost.estimate(len(batch) * max(batch))
+        return wait
 
     async def run_on_device(self, fn: Callable[..., T], *args: object) -> T:
         """Run `fn` on the inference thread (warm-up, precision checks): never beside a batch."""
@@ -180,8 +189,10 @@ class Engine:
         while True:
             batch = await self.queue.wait_for_batch()
             batch.sort(key=lambda it: it.prepared.length)  # similar lengths together: less padding
-            self._busy = True
+            padded_audio_s = len(batch) * max(it.prepared.duration_s for it in batch)
             formed = time.monotonic()
+            self._running_until = formed + self.batch_cost.estimate(padded_audio_s)
+            self._busy = True
             started = time.perf_counter()
             try:
                 results = await loop.run_in_executor(self._executor, self._forward_isolating, batch)
@@ -191,7 +202,7 @@ class Engine:
             finally:
                 self._busy = False
             elapsed = time.perf_counter() - started
-            self._ewma_batch_s = 0.8 * self._ewma_batch_s + 0.2 * elapsed
+            self.batch_cost.observe(padded_audio_s, elapsed)
             self.metrics.batch_size.observe(len(batch))
             self.metrics.batch_audio_seconds.observe(sum(it.prepared.duration_s for it in batch))
             for item, result in zip(batch, results, strict=True):

@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 import torch
 from asr_inference.backends import DecodeOptions, Prepared
+from asr_inference.batch_cost import BatchCost
 from asr_inference.errors import QueueFull
 from serving import metric, metric_samples, serve, transcribe
 
@@ -59,14 +60,14 @@ async def test_flood_gets_429_with_retry_after(
 async def test_queue_wait_budget_refuses_what_would_wait_too_long(
     speech_files: dict[str, Path], sensevoice_dir: Path
 ) -> None:
-    """max_queue_wait_s: admission estimates the wait from the batches ahead x the measured batch time. The device
+    """max_queue_wait_s: admission estimates the wait from the batches ahead x the learned batch cost. The device
     is held busy and the batch time set to 1 s; requests of one item each are sent one after another, each once
     the previous one's item is taken or queued: with batches of one, they see 0, 1 and 2 batches ahead (0-2 s) and
     are admitted; the fourth and fifth would wait 3 s, past the 2.5-s budget, and get 429 at once."""
     settings = {"max_batch_size": 1, "max_queue_wait_s": 2.5, "max_queue_size": 100, "cache_entries": 0}
     async with serve(model=str(sensevoice_dir), **settings) as (app, client):
         engine = app.state.asr.engine
-        engine._ewma_batch_s = 1.0  # what the moving average would hold after 1-s batches
+        engine.batch_cost = BatchCost(initial_s=1.0)  # what it learns from 1-s batches (none ran yet)
         device_free = threading.Event()
         blocker = asyncio.create_task(engine.run_on_device(device_free.wait, 30))
         clip = speech_files["digits_a.wav"].read_bytes()  # short: one item per request
@@ -96,7 +97,7 @@ async def test_queue_wait_budget_counts_only_the_current_round(sensevoice_dir: P
     settings = {"max_batch_size": 1, "max_queue_wait_s": 2.5, "max_queue_size": 100, "cache_entries": 0}
     async with serve(model=str(sensevoice_dir), **settings) as (app, _):
         engine, backend = app.state.asr.engine, app.state.asr.backend
-        engine._ewma_batch_s = 1.0
+        engine.batch_cost = BatchCost(initial_s=1.0)
         device_free = threading.Event()
         blocker = asyncio.create_task(engine.run_on_device(device_free.wait, 30))
         window = backend.prepare(np.zeros(16000, dtype=np.float32))
@@ -120,7 +121,7 @@ async def test_queue_wait_budget_ignores_uploads_still_in_progress(
     settings = {"max_batch_size": 1, "max_queue_wait_s": 0.5, "max_queue_size": 100, "cache_entries": 0}
     async with serve(model=str(sensevoice_dir), **settings) as (app, client):
         engine = app.state.asr.engine
-        engine._ewma_batch_s = 1.0
+        engine.batch_cost = BatchCost(initial_s=1.0)
         stalled = [engine.ticket().admit() for _ in range(20)]  # what 20 stalled uploads hold: admitted, not arrived
         r = await transcribe(client, speech_files["digits_a.wav"])
         for ticket in stalled:
