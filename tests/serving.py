@@ -76,6 +76,20 @@ async def transcribe(client: httpx.AsyncClient, path: Path | bytes, **form: Any)
     return await client.post("/v1/audio/transcriptions", files={"file": (name, content)}, data=form)
 
 
+async def prompt_beside_a_neighbour(
+    model_dir: Path, speech_files: dict[str, Path], prompt: str
+) -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+    """A request with `prompt` and a plain one in the same batch, then the plain one alone: (prompted, beside,
+    alone) — for the families whose prompts are model input (Whisper, GLM-ASR)."""
+    neighbour = speech_files["digits_a.wav"]
+    async with serve(model=str(model_dir), max_batch_size=2, max_wait_ms=1500, cache_entries=0) as (_, client):
+        prompted, beside = await asyncio.gather(
+            transcribe(client, speech_files["sentence_d.wav"], prompt=prompt), transcribe(client, neighbour)
+        )
+        alone = await transcribe(client, neighbour)
+    return prompted, beside, alone
+
+
 async def metric_samples(client: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = (await client.get("/metrics")).text
     out = {}

@@ -10,24 +10,29 @@ count most, and the fit follows a change of load.
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Sequence
+
+
+def padded_audio_s(lengths: Sequence[float]) -> float:
+    """Audio seconds a batch of items of these lengths computes: every item padded to the longest."""
+    return len(lengths) * max(lengths, default=0.0)
 
 
 class BatchCost:
+    """Used from the event loop only (the batcher observes, admission estimates): no lock."""
+
     def __init__(self, initial_s: float = 0.05, forget: float = 0.9) -> None:
         self.initial_s = initial_s  # the estimate before any batch ran
         self.forget = forget  # each observation's weight shrinks by this factor per later observation
         self._w = self._x = self._y = self._xx = self._xy = 0.0
-        self._lock = threading.Lock()
 
     def observe(self, padded_audio_s: float, seconds: float) -> None:
-        with self._lock:
-            f = self.forget
-            self._w = f * self._w + 1.0
-            self._x = f * self._x + padded_audio_s
-            self._y = f * self._y + seconds
-            self._xx = f * self._xx + padded_audio_s * padded_audio_s
-            self._xy = f * self._xy + padded_audio_s * seconds
+        f = self.forget
+        self._w = f * self._w + 1.0
+        self._x = f * self._x + padded_audio_s
+        self._y = f * self._y + seconds
+        self._xx = f * self._xx + padded_audio_s * padded_audio_s
+        self._xy = f * self._xy + padded_audio_s * seconds
 
     def estimate(self, padded_audio_s: float) -> float:
         """Seconds a batch of this much padded audio is expected to take."""
@@ -37,8 +42,7 @@ class BatchCost:
     def fit(self) -> tuple[float, float]:
         """(fixed seconds per batch, seconds per padded audio second). Batches all of one size cannot separate the
         two: their time is then taken as proportional to the audio (the fixed cost counted in it)."""
-        with self._lock:
-            w, x, y, xx, xy = self._w, self._x, self._y, self._xx, self._xy
+        w, x, y, xx, xy = self._w, self._x, self._y, self._xx, self._xy
         if w == 0.0:
             return self.initial_s, 0.0
         mean_x, mean_y = x / w, y / w

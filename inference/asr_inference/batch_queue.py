@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .backends import DecodeOptions, ItemResult, Prepared
+from .batch_cost import padded_audio_s
 from .metrics import Metrics
 
 # items shorter than this count as this long for max_length_ratio: padding a short clip to 2 s costs less than the
@@ -147,8 +148,8 @@ class BatchQueue:
                 item.future.set_exception(error)
 
     def _within_budget(self, batch: list[WorkItem], item: WorkItem) -> bool:
-        longest = max([it.prepared.duration_s for it in batch] + [item.prepared.duration_s])
-        return len(batch) < self.max_batch_size and (len(batch) + 1) * longest <= self.max_batch_audio_s
+        padded_s = padded_audio_s([it.prepared.duration_s for it in (*batch, item)])
+        return len(batch) < self.max_batch_size and padded_s <= self.max_batch_audio_s
 
     def _similar(self, batch: list[WorkItem], item: WorkItem) -> bool:
         """Lengths within `max_length_ratio` of each other (below `LENGTH_RATIO_FLOOR_S` they count as that)."""

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from .backends import Backend, DecodeOptions, ItemResult, Prepared
-from .batch_cost import BatchCost
+from .batch_cost import BatchCost, padded_audio_s
 from .batch_queue import BatchQueue, WorkItem
 from .device_faults import is_out_of_memory, release_cached_memory, sticky_device_error
 from .errors import DeviceFailed, InferenceFailed, NotReady, QueueFull
@@ -159,8 +159,7 @@ class Engine:
         lengths = [*ahead, *([typical] * arriving)]
         size = self.queue.max_batch_size
         for first in range(0, len(lengths), size):
-            batch = lengths[first : first + size]
-            wait += self.batch_cost.estimate(len(batch) * max(batch))
+            wait += self.batch_cost.estimate(padded_audio_s(lengths[first : first + size]))
         return wait
 
     async def run_on_device(self, fn: Callable[..., T], *args: object) -> T:
@@ -189,9 +188,9 @@ class Engine:
         while True:
             batch = await self.queue.wait_for_batch()
             batch.sort(key=lambda it: it.prepared.length)  # similar lengths together: less padding
-            padded_audio_s = len(batch) * max(it.prepared.duration_s for it in batch)
+            padded_s = padded_audio_s([it.prepared.duration_s for it in batch])
             formed = time.monotonic()
-            self._running_until = formed + self.batch_cost.estimate(padded_audio_s)
+            self._running_until = formed + self.batch_cost.estimate(padded_s)
             self._busy = True
             started = time.perf_counter()
             try:
@@ -202,7 +201,7 @@ class Engine:
             finally:
                 self._busy = False
             elapsed = time.perf_counter() - started
-            self.batch_cost.observe(padded_audio_s, elapsed)
+            self.batch_cost.observe(padded_s, elapsed)
             self.metrics.batch_size.observe(len(batch))
             self.metrics.batch_audio_seconds.observe(sum(it.prepared.duration_s for it in batch))
             for item, result in zip(batch, results, strict=True):

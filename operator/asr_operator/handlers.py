@@ -82,6 +82,18 @@ def _kube(memo: kopf.Memo) -> Kube:
     return kube
 
 
+def _watched(memo: kopf.Memo, type: str | None, body: kopf.Body) -> None:
+    """One watch event into the client's cache; bodies of kinds it does not keep are not even copied."""
+    cache, meta = _kube(memo).cache, body.get("metadata") or {}
+    kind, namespace, name = str(body.get("kind")), str(meta.get("namespace")), str(meta.get("name"))
+    if kind not in cache.kinds:
+        return
+    if type == "DELETED":
+        cache.forget(kind, namespace, name, meta.get("uid"))
+    else:
+        cache.observe(plain(body))
+
+
 def run_reconcile(
     *,
     body: Mapping[str, Any],
@@ -173,18 +185,13 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         for kind_name in (*CHILD_KINDS, "Pod"):
             kind = KINDS[kind_name]
             settings.watching.label_selectors[kind.group, kind.version, kind.plural] = CHILD_SELECTOR
-        if getattr(memo, "kube", None) is None:
-            memo.kube = Kube.from_environment(CACHED_KINDS, pool_size=WORKER_THREADS)
+        _kube(memo)
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry, id="cache")
     async def on_owner_event(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         """Every watched copy of an ASRDeployment (the initial listing too) into the client's cache, before the
         change handlers of the same event run. Async: a dict update, it never waits for a worker thread."""
-        meta = body.get("metadata") or {}
-        if type == "DELETED":
-            _kube(memo).cache.forget(KIND, str(meta.get("namespace")), str(meta.get("name")), meta.get("uid"))
-        else:
-            _kube(memo).cache.observe(plain(body))
+        _watched(memo, type, body)
 
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry, id="create")
     @kopf.on.update(GROUP, VERSION, PLURAL, registry=registry, id="update")
@@ -214,11 +221,7 @@ def register(registry: kopf.OperatorRegistry, config: OperatorSettings) -> None:
         )
         def on_child_event(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
             """An owned child changed: restore it if it drifted or was deleted; refresh status."""
-            meta = body.get("metadata") or {}
-            if type == "DELETED":  # (the cache keeps only its kinds: Deployments)
-                _kube(memo).cache.forget(str(body.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
-            else:
-                _kube(memo).cache.observe(plain(body))
+            _watched(memo, type, body)  # Deployments: read from the cache by the status writers
             if type is None:  # the initial listing: the resume handlers reconcile everything anyway
                 return
             handle_child_event(_kube(memo), body, type == "DELETED", config.inference_image, logger)

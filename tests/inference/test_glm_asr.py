@@ -12,7 +12,7 @@ import long_speech
 import openai
 import pytest
 import soundfile as sf
-from serving import metric, metric_samples, serve, transcribe
+from serving import metric, metric_samples, prompt_beside_a_neighbour, serve, transcribe
 
 CLIPS = ["short_hello.wav", "digits_a.wav", "digits_b.wav", "command_c.wav", "sentence_d.wav"]
 
@@ -111,11 +111,6 @@ async def test_a_hostile_prompt_fails_nobody_in_its_batch(
     """A prompt spelling the audio placeholder (its count would no longer match the audio) or any special token,
     or far longer than an instruction, is cleaned and cut: it and its batch neighbour are answered, the neighbour
     as alone."""
-    neighbour = speech_files["digits_a.wav"]
-    async with serve(model=str(glm_asr_dir), max_batch_size=2, max_wait_ms=1500, cache_entries=0) as (_, client):
-        hostile, beside = await asyncio.gather(
-            transcribe(client, speech_files["sentence_d.wav"], prompt=prompt), transcribe(client, neighbour)
-        )
-        alone = await transcribe(client, neighbour)
+    hostile, beside, alone = await prompt_beside_a_neighbour(glm_asr_dir, speech_files, prompt)
     assert hostile.status_code == 200 and beside.status_code == 200, (hostile.text, beside.text)
     assert beside.json()["text"] == alone.json()["text"]
