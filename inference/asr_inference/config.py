@@ -105,7 +105,8 @@ class Settings(BaseSettings):
 
     max_queue_wait_s: float = Field(0.0, ge=0)
     """Refuse a new request (429 + Retry-After) when the batches already queued or admitted ahead of it would keep
-    it waiting longer than this, estimated from the measured batch time; 0: refuse by count only (max_queue_size).
+    it waiting longer than this, each batch costed from its padded audio by a fit of the batches run (batch_cost.py);
+    0: refuse by count only (max_queue_size).
     Past capacity, the excess is refused at once instead of waiting out a full queue: answered requests keep a
     bounded latency."""
 
