@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--clips",
         default=None,
-        help="demo-heldout | speech | espeak (generated 5-15 s clips) | a directory "
-        "[default: demo-heldout, else speech]",
+        help="demo-heldout | speech | espeak (generated 5-15 s clips) | espeak-10s (12 clips of 8-12 s) | a "
+        "directory [default: demo-heldout, else speech]",
     )
     p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N [default: cpu]")
     p.add_argument(

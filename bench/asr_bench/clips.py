@@ -107,12 +107,17 @@ def espeak_clips(out: Path, count: int, min_s: float, max_s: float, seed: int = 
 def load(
     spec: str, out_dir: Path, *, espeak_count: int = 12, espeak_range: tuple[float, float] = (5.0, 15.0)
 ) -> tuple[str, list[Clip]]:
-    """`demo-heldout` | `speech` (committed test speech) | `espeak` (generated 5–15 s clips) | a directory."""
+    """`demo-heldout` | `speech` (committed test speech) | `espeak` (generated 5–15 s clips) | `espeak-10s` (12
+    generated clips of 8–12 s: the front-end cost figures) | a directory."""
     if spec in CLIP_SETS:
         return spec, load_dir(CLIP_SETS[spec])
     if spec == "espeak":
         return spec, espeak_clips(out_dir / "clips-espeak", espeak_count, *espeak_range)
+    if spec == "espeak-10s":
+        return spec, espeak_clips(out_dir / "clips-espeak-10s", 12, 8.0, 12.0)
     path = Path(spec)
     if path.is_dir():
         return str(path), load_dir(path)
-    raise SystemExit(f"asr-bench: --clips must be one of {sorted(CLIP_SETS)}, 'espeak' or a directory, not {spec!r}")
+    raise SystemExit(
+        f"asr-bench: --clips must be one of {sorted(CLIP_SETS)}, 'espeak', 'espeak-10s' or a directory, not {spec!r}"
+    )

@@ -282,11 +282,14 @@ def measure_cell(
     cpu1 = load.process_cpu_s(pid) if pid else None
     res.client_cpu_s = load.self_cpu_s() - me0
     res.server_cpu_s = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
+    delta = load.metrics_delta(before, asyncio.run(load.scrape(url))) if before is not None else None
+    if delta is not None and delta["cpu_s"]:
+        res.server_stage_cpu_s = delta["cpu_s"]
     record: dict[str, Any] = {**report.summarize([res]), "loadavg": machine_state.loadavg()}
     if recorder is not None:
         record["profile"] = _stop_profile(recorder)
-    if before is not None:
-        record["server"] = load.metrics_delta(before, asyncio.run(load.scrape(url)))
+    if delta is not None:
+        record["server"] = delta
     return record, res
 
 
@@ -389,4 +392,10 @@ def headline(result: dict[str, Any], concurrency: list[int]) -> dict[str, Any]:
     for name, s in result["closed_loop"]["summary"].items():
         if top in s:
             h.setdefault("rtfx", {})[name] = s[top]["rtfx"]
+            if (outside := s[top]["cpu"].get("outside_forward_ms_per_audio_s")) is not None:
+                h.setdefault("server_cpu_outside_forward", {})[name] = {
+                    "ms_per_audio_s": outside,
+                    "ms_per_request": s[top]["cpu"]["outside_forward_ms_per_request"],
+                    "rtfx_ceiling_per_core": s[top]["cpu"]["rtfx_ceiling_per_core"],
+                }
     return h

@@ -50,6 +50,7 @@ class CellResult:
     last_issued: float | None = None  # closed loop: when the last request was sent (all clients busy until then)
     dropped: int = 0  # open loop: arrivals not sent because too many were outstanding
     server_cpu_s: float | None = None  # CPU time (user+system, all threads) the server process used in the cell
+    server_stage_cpu_s: dict[str, float] | None = None  # our server's inference-thread CPU per stage (/metrics)
     client_cpu_s: float | None = None  # CPU time this load generator used in the cell (it shares the machine)
 
 
@@ -274,4 +275,8 @@ def metrics_delta(
         "audio_s": round(d("asr_batch_audio_seconds_sum"), 3),  # audio in the batches (unpadded)
         "histogram": {k: v for k, v in histogram.items() if v},
         "stages": stages,
+        # the inference thread's CPU seconds: "inference" (whole batches) includes "features"
+        "cpu_s": {
+            dict(lab)["stage"]: round(d(name, lab), 4) for (name, lab) in after if name == "asr_stage_cpu_seconds_total"
+        },
     }

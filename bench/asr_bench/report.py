@@ -48,6 +48,23 @@ def _steady(cell: CellResult) -> tuple[list[Sample], float]:
     return done, cell.last_issued - cell.started
 
 
+def around_the_forward(server_cpu_s: float, stage_cpu_s: dict[str, float], ok: int, audio_s: float) -> dict[str, float]:
+    """The server's CPU outside the model forward (decode, features, HTTP, batching, postprocess): process CPU minus
+    the inference thread's CPU in forwards (its batches' CPU less their features'), per request, per audio second,
+    and the real-time factor one core spent on that work alone caps a pod at. A CPU forward's intra-op worker
+    threads count as outside: measure with 1 intra-op thread to split it exactly."""
+    features = stage_cpu_s.get("features", 0.0)
+    forward = stage_cpu_s.get("inference", 0.0) - features
+    outside = max(server_cpu_s - forward, 0.0)
+    return {
+        "forward_ms_per_audio_s": round(1000 * forward / audio_s, 3),
+        "features_ms_per_audio_s": round(1000 * features / audio_s, 3),
+        "outside_forward_ms_per_request": round(1000 * outside / ok, 3),
+        "outside_forward_ms_per_audio_s": round(1000 * outside / audio_s, 3),
+        "rtfx_ceiling_per_core": round(audio_s / outside, 1) if outside > 0 else float("inf"),
+    }
+
+
 def summarize(cells: Sequence[CellResult]) -> dict[str, Any]:
     """Pooled over repetitions. Throughput (`rps`, `rtfx`) over the steady window of each cell (see `_steady`);
     `*_whole_cell` over the whole cell, drain included. Latency percentiles over every request."""
@@ -71,6 +88,10 @@ def summarize(cells: Sequence[CellResult]) -> dict[str, Any]:
             cpu[f"{who}_ms_per_request"] = round(1000 * total / len(ok), 3)
             cpu[f"{who}_ms_per_audio_s"] = round(1000 * total / audio, 3) if audio else None
             cpu[f"{who}_cores_busy"] = round(total / wall, 3) if wall > 0 else None
+    stage_cpu = [c.server_stage_cpu_s for c in cells]
+    if "server_s" in cpu and audio and all(stage_cpu):
+        pooled = {k: sum(st.get(k, 0.0) for st in stage_cpu if st) for k in ("inference", "features")}
+        cpu.update(around_the_forward(float(cpu["server_s"] or 0.0), pooled, len(ok), audio))
     return {
         "requests": len(samples),
         "ok": len(ok),

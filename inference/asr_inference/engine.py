@@ -215,8 +215,9 @@ class Engine:
                     item.future.set_result(result)
 
     def _forward(self, batch: Sequence[WorkItem]) -> list[ItemResult]:
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.thread_time()
         results = self.backend.transcribe_batch([it.prepared for it in batch], [it.options for it in batch])
+        self.metrics.stage_cpu_seconds_total.labels(stage="inference").inc(time.thread_time() - cpu0)
         self.metrics.stage_duration_seconds.labels(stage="inference").observe(time.perf_counter() - t0)
         if len(results) != len(batch):
             raise InferenceFailed(f"model returned {len(results)} results for a batch of {len(batch)}")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-STAGES = ("decode", "vad", "features", "inference", "postprocess")
+STAGES = ("decode", "vad", "prepare", "features", "inference", "postprocess")
+CPU_STAGES = ("features", "inference")  # the inference thread's CPU time (asr_stage_cpu_seconds_total)
 _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
 _AUDIO_S_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 240, 480, 960, 1920)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -49,9 +50,19 @@ class Metrics:
         )
         self.stage_duration_seconds = Histogram(
             "asr_stage_duration_seconds",
-            "Time per pipeline stage: decode and features per item, inference and postprocess per batch.",
+            "Time per pipeline stage: decode and prepare (samples to model input) per item; features (FunASR "
+            "families: fbank + LFR + CMVN of the whole batch on the model's device), inference (the whole batch "
+            "forward, features included) and postprocess per batch.",
             ["stage"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.stage_cpu_seconds_total = Counter(
+            "asr_stage_cpu_seconds",
+            "CPU seconds of the inference thread per stage: inference (whole batches, features included) and "
+            "features. The CPU the server spends outside the forward is process CPU - (inference - features) CPU "
+            "(intra-op worker threads of a CPU forward are not in these).",
+            ["stage"],
             registry=r,
         )
         self.audio_seconds_total = Counter(
@@ -139,6 +150,8 @@ class Metrics:
             self.stream_partials_total.labels(outcome=outcome)
         for stage in STAGES:  # pre-create the label sets so every series exists from the first scrape
             self.stage_duration_seconds.labels(stage=stage)
+        for stage in CPU_STAGES:
+            self.stage_cpu_seconds_total.labels(stage=stage)
 
 
 def metric_names() -> set[str]:

@@ -1,8 +1,9 @@
-"""One request's path: hash + cache → decode → segments (VAD or windows) → features → engine → stitch.
+"""One request's path: hash + cache → decode → segments (VAD or windows) → model input → engine → stitch.
 
-Blocking work (hashing, decoding, feature extraction) runs on a thread pool so the event loop only schedules.
-Windows of long audio are fed through a semaphore, so a one-hour file holds a few batches' worth of windows in
-memory at once, not the whole file's features.
+Blocking work (hashing, decoding, per-item model input) runs on a thread pool so the event loop only schedules;
+the FunASR families' features are made per batch on the model's device, by the backend. Windows of long audio are
+fed through a semaphore, so a one-hour file holds a few batches' worth of windows in memory at once, not the
+whole file.
 """
 
 from __future__ import annotations
@@ -156,7 +157,7 @@ class Transcriber:
     def _ingest(
         self, upload: BinaryIO, options: DecodeOptions, limit: int, use_cache: bool, chunking: chunking_mod.Chunking
     ) -> tuple[str, Transcript | None, audio_mod.Audio | None, Prepared | None]:
-        """Hash → cache lookup → decode → (audio that needs no splitting) features, in ONE worker-thread hop:
+        """Hash → cache lookup → decode → (audio that needs no splitting) model input, in ONE worker-thread hop:
         each hop between the event loop and a thread costs more than hashing a short clip. With the cache off
         the upload is not hashed at all (the key is only for the cache)."""
         check_size(upload, limit)
@@ -180,7 +181,7 @@ class Transcriber:
         except BaseException:
             decoded.close()
             raise
-        stages.labels(stage="features").observe(time.perf_counter() - t1)
+        stages.labels(stage="prepare").observe(time.perf_counter() - t1)
         return key, None, decoded, prepared
 
     async def transcribe_samples(
@@ -194,7 +195,7 @@ class Transcriber:
         on_segment: SegmentCallback | None = None,
         background: bool = False,
     ) -> Transcript:
-        """`prepared`: the features of the whole audio, already made (audio that fits one window).
+        """`prepared`: the model input of the whole audio, already made (audio that fits one window).
         `on_segment` gets each segment (its text as in the final transcript) in order, as soon as it and every
         segment before it are done: what `stream=true` sends as deltas.
         `background`: optional work (a realtime partial), served after all other work and refused (QueueFull) while
@@ -215,7 +216,7 @@ class Transcriber:
                     ready = prepared
                 else:
                     chunk = np.array(samples[a:b], dtype=np.float32)  # copy: pages in only this window
-                    ready = await self._in_pool(self.backend.prepare, chunk, stage="features")
+                    ready = await self._in_pool(self.backend.prepare, chunk, stage="prepare")
                 item = self.engine.submit(ready, options, request, background=background)
                 if on_queued is not None:
                     on_queued()  # its items now count in the queue itself

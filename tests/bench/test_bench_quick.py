@@ -43,11 +43,16 @@ def test_json_structure(quick_run: tuple[Path, str]) -> None:
             assert s["ok"] == s["requests"] > 0 and not s["errors"]
             assert s["rps"] > 0 and s["rtfx"] > 0
             assert 0 < s["latency_s"]["p50"] <= s["latency_s"]["p95"] <= s["latency_s"]["p99"]
+            cpu = s["cpu"]  # the server's CPU outside the forward: process CPU less the forwards' thread CPU
+            assert 0 < cpu["outside_forward_ms_per_audio_s"] <= cpu["server_ms_per_audio_s"]
+            assert cpu["forward_ms_per_audio_s"] > 0 and cpu["features_ms_per_audio_s"] > 0
+            assert cpu["rtfx_ceiling_per_core"] == pytest.approx(1000 / cpu["outside_forward_ms_per_audio_s"], rel=0.01)
     for cell in result["closed_loop"]["cells"]:
         server = cell["server"]  # our server's /metrics deltas
         assert server["items"] == cell["ok"], "every request is one item in exactly one batch"
         assert sum(server["histogram"].values()) == server["batches"] > 0
-        assert {"decode", "features", "inference", "postprocess"} <= set(server["stages"])
+        assert {"decode", "prepare", "features", "inference", "postprocess"} <= set(server["stages"])
+        assert server["cpu_s"]["inference"] >= server["cpu_s"]["features"] > 0  # features are inside the batch
         if cell["config"] == "ours-per-request-fp32":
             assert server["histogram"] == {"1": server["batches"]} and server["mean_batch_size"] == 1.0
 
@@ -65,10 +70,13 @@ def test_json_structure(quick_run: tuple[Path, str]) -> None:
     raw = result["raw"]["fp32"]
     assert [r["batch_size"] for r in raw["by_batch_size"]] == [1, 2]
     assert raw["best_forward_rtfx"] >= raw["best_features_forward_rtfx"] > 0
-    assert raw["features"]["ms_per_clip"] > 0
+    assert raw["features"]["ms_per_clip"] > 0 and raw["features"]["ms_per_audio_s"] > 0
+    assert all(r["features_s"] > 0 and r["forward_s"] > 0 for r in raw["by_batch_size"])
     eff = result["serving_efficiency"]["ours-batched-fp32"]
     assert set(eff) == levels and all(v["vs_features_forward"] > 0 for v in eff.values())
-    assert json.loads(stdout)["concurrency"] == max(result["settings"]["concurrency"])
+    headline = json.loads(stdout)
+    assert headline["concurrency"] == max(result["settings"]["concurrency"])
+    assert set(headline["server_cpu_outside_forward"]) == configs
 
 
 def test_plot_is_an_image(quick_run: tuple[Path, str]) -> None:

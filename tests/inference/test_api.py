@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import httpx
@@ -35,11 +36,15 @@ async def test_readyz_is_503_until_warm_then_reports_model(sensevoice_dir: Path)
 async def test_warmup_runs_a_full_batch_through_the_whole_path(sensevoice_dir: Path) -> None:
     async with serve(model=str(sensevoice_dir), max_batch_size=5, max_wait_ms=200) as (_, client):
         text = (await client.get("/metrics")).text
-    # the warm-up's full batch went through decode, features, the queue and one forward of max_batch_size items
+    # the warm-up's full batch went through decode, prepare, the queue, and features + one forward of
+    # max_batch_size items (the precision gate's fp32 reference batch makes the features a second time)
     assert 'asr_batch_size_bucket{le="4.0"} 0.0' in text
     assert 'asr_batch_size_bucket{le="8.0"} 1.0' in text
     assert 'asr_stage_duration_seconds_count{stage="decode"} 5.0' in text
-    assert 'asr_stage_duration_seconds_count{stage="features"}' in text
+    assert 'asr_stage_duration_seconds_count{stage="prepare"} 5.0' in text
+    assert 'asr_stage_duration_seconds_count{stage="inference"} 1.0' in text
+    features = re.search(r'asr_stage_duration_seconds_count\{stage="features"\} (\S+)', text)
+    assert features is not None and float(features.group(1)) >= 1
     assert "asr_model_ready 1.0" in text
 
 

@@ -260,8 +260,10 @@ async def test_metrics_endpoint_exports_every_server_metric(
     exported = {name for name, _ in samples}
     expected = {n for n in metric_names() if not n.startswith("asr_gpu_")}  # GPU gauges stay 0 on CPU but exist
     assert expected <= exported | {n for n in metric_names() if n.endswith("_created")}
-    for stage in ("decode", "features", "inference", "postprocess"):
+    for stage in ("decode", "prepare", "features", "inference", "postprocess"):
         assert metric(samples, "asr_stage_duration_seconds_count", stage=stage) >= 1
+    inference_cpu = metric(samples, "asr_stage_cpu_seconds_total", stage="inference")
+    assert inference_cpu >= metric(samples, "asr_stage_cpu_seconds_total", stage="features") > 0
     assert metric(samples, "asr_requests_total", code="200") == 2
     assert metric(samples, "asr_cache_hits_total") == 1 and metric(samples, "asr_cache_misses_total") == 1
     assert metric(samples, "asr_audio_seconds_total") > 0

@@ -63,10 +63,10 @@ def test_paraformer_padding_leaks_without_zeroing(paraformer_dir: Path, speech_f
     items = [backend.prepare(np.asarray(short)), backend.prepare(np.asarray(long_))]
     m = backend.model
     with torch.inference_mode():
-        speech, lengths = backend._padded(items)
+        speech, lengths = backend.batch_features(items)
         enc, enc_lens = m.encode(speech, lengths)
         _, _, alphas_raw, _ = m.calc_predictor(enc, enc_lens)
-        alone, alone_lens = m.encode(*backend._padded(items[:1]))
+        alone, alone_lens = m.encode(*backend.batch_features(items[:1]))
         _, _, alphas_alone, _ = m.calc_predictor(alone, alone_lens)
         valid = torch.arange(enc.size(1))[None, :] < enc_lens[:, None]
         _, _, alphas_zeroed, _ = m.calc_predictor(enc * valid.unsqueeze(-1), enc_lens)

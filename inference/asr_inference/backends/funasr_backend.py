@@ -1,7 +1,8 @@
 """FunASR backend: SenseVoice, Paraformer and Fun-ASR-Nano loaded through `funasr.AutoModel`.
 
 SenseVoice and Paraformer do not go through `AutoModel.generate()` per batch: it spends more time in Python and
-per-clip feature extraction than in the encoder. Features are made per item on worker threads (`prepare`), and
+per-clip feature extraction than in the encoder. `prepare` (worker threads) only wraps the waveform; the features
+of the whole batch are made in one call on the model's device (`features.FastFbank.batch`, outside autocast), and
 `transcribe_batch` runs the model's own modules on the padded batch — the same steps as the model's `inference()`,
 with two fixes: per-item language/ITN queries, and (Paraformer) padded encoder frames zeroed before the CIF
 predictor, whose convolution otherwise leaks padding into the last real frames. Fun-ASR-Nano goes through
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -155,8 +157,10 @@ class FunASRBackend:
         if self.family == "fun-asr-nano":
             return Prepared(wave, len(samples), duration)
         assert self._features is not None
-        with torch.inference_mode():
-            feats = self._features(wave)
+        if self._features.batchable(len(wave)):  # features later, with the batch (`batch_features`)
+            return Prepared(wave, self._features.frames(len(wave)), duration)
+        with torch.inference_mode():  # a shape only funasr's own frontend takes: features now
+            feats = self._features.single(wave)
         return Prepared(feats, int(feats.shape[0]), duration)
 
     # ------------------------------------------------------------------ precision
@@ -230,7 +234,11 @@ class FunASRBackend:
                 return self._sensevoice_inputs(batch, [DecodeOptions()] * len(batch))
 
             first = items[0]
-            half = Prepared(first.data[: max(1, first.length // 2)], max(1, first.length // 2), first.duration_s / 2)
+            if first.data.dim() == 1:  # a waveform (see prepare): its first half
+                half = self.prepare(first.data[: len(first.data) // 2].numpy())
+            else:
+                n = max(1, first.length // 2)
+                half = Prepared(first.data[:n], n, first.duration_s / 2)
             # shapes other than the example's (the two longest items, the longest alone, half an item) rather
             # than the whole warm-up batch: checking costs three eager + three to six graph forwards, not full batches
             checks = [inputs(items[-2:]), inputs(items[-1:]), inputs([half])]
@@ -268,8 +276,20 @@ class FunASRBackend:
                 return self._paraformer(items, options)
             return self._nano(items, options, precision)
 
-    def _padded(self, items: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = pad_sequence([it.data for it in items], batch_first=True).to(self.device)
+    def batch_features(self, items: Sequence[Prepared]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's features, zero-padded, on the device: made here from the waveforms `prepare` left (fp32
+        whatever the serving precision: power spectra overflow fp16), else as `prepare` made them."""
+        assert self._features is not None
+        t0, cpu0 = time.perf_counter(), time.thread_time()
+        with torch.autocast(self.device.type, enabled=False):
+            if all(it.data.dim() == 1 for it in items):
+                feats, _ = self._features.batch([it.data for it in items], self.device)
+            else:  # rare: an item funasr's own frontend had to make
+                made = [it.data if it.data.dim() == 2 else self._features.single(it.data) for it in items]
+                feats = pad_sequence(made, batch_first=True).to(self.device)
+        if self.metrics is not None:
+            self.metrics.stage_cpu_seconds_total.labels(stage="features").inc(time.thread_time() - cpu0)
+            self.metrics.stage_duration_seconds.labels(stage="features").observe(time.perf_counter() - t0)
         lengths = torch.tensor([it.length for it in items], dtype=torch.int32, device=self.device)
         return feats, lengths
 
@@ -277,7 +297,7 @@ class FunASRBackend:
         self, items: Sequence[Prepared], options: Sequence[DecodeOptions]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         m = self.model
-        speech, lengths = self._padded(items)
+        speech, lengths = self.batch_features(items)
         lang = torch.tensor([[m.lid_dict.get(o.language, 0)] for o in options], device=speech.device)
         norm = [[m.textnorm_dict["withitn" if o.use_itn else "woitn"]] for o in options]
         return speech, lengths, lang, torch.tensor(norm, device=speech.device)
@@ -322,7 +342,7 @@ class FunASRBackend:
         from funasr.utils.timestamp_tools import ts_prediction_lfr6_standard
 
         m = self.model
-        speech, lengths = self._padded(items)
+        speech, lengths = self.batch_features(items)
         encoder_out, encoder_lens = m.encode(speech, lengths)
         if isinstance(encoder_out, tuple):
             encoder_out = encoder_out[0]
