@@ -284,7 +284,7 @@ def measure_cell(
     res.server_cpu_s = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
     delta = load.metrics_delta(before, asyncio.run(load.scrape(url))) if before is not None else None
     if delta is not None and delta["cpu_s"]:
-        res.server_stage_cpu_s = delta["cpu_s"]
+        res.server_stage_cpu_s, res.server_thread_cpu_s = delta["cpu_s"], delta["thread_cpu_s"]
     record: dict[str, Any] = {**report.summarize([res]), "loadavg": machine_state.loadavg()}
     if recorder is not None:
         record["profile"] = _stop_profile(recorder)

@@ -51,6 +51,7 @@ class CellResult:
     dropped: int = 0  # open loop: arrivals not sent because too many were outstanding
     server_cpu_s: float | None = None  # CPU time (user+system, all threads) the server process used in the cell
     server_stage_cpu_s: dict[str, float] | None = None  # our server's inference-thread CPU per stage (/metrics)
+    server_thread_cpu_s: dict[str, float] | None = None  # our server's CPU per thread group (/metrics)
     client_cpu_s: float | None = None  # CPU time this load generator used in the cell (it shares the machine)
 
 
@@ -278,5 +279,11 @@ def metrics_delta(
         # the inference thread's CPU seconds: "inference" (whole batches) includes "features"
         "cpu_s": {
             dict(lab)["stage"]: round(d(name, lab), 4) for (name, lab) in after if name == "asr_stage_cpu_seconds_total"
+        },
+        # CPU seconds per thread group (event loop, decode workers, inference threads, native: intra-op pools)
+        "thread_cpu_s": {
+            dict(lab)["threads"]: round(d(name, lab), 4)
+            for (name, lab) in after
+            if name == "asr_thread_cpu_seconds_total"
         },
     }

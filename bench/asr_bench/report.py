@@ -48,13 +48,15 @@ def _steady(cell: CellResult) -> tuple[list[Sample], float]:
     return done, cell.last_issued - cell.started
 
 
-def around_the_forward(server_cpu_s: float, stage_cpu_s: dict[str, float], ok: int, audio_s: float) -> dict[str, float]:
+def around_the_forward(
+    server_cpu_s: float, stage_cpu_s: dict[str, float], thread_cpu_s: dict[str, float], ok: int, audio_s: float
+) -> dict[str, Any]:
     """The server's CPU outside the model forward (decode, features, HTTP, batching, postprocess): process CPU minus
-    the inference thread's CPU in forwards (its batches' CPU less their features'), per request, per audio second,
-    and the real-time factor one core spent on that work alone caps a pod at. A CPU forward's intra-op worker
-    threads count as outside: measure with 1 intra-op thread to split it exactly."""
+    the forwards' CPU — the inference threads' CPU in batches less their features', plus the native threads (torch's
+    intra-op pool doing a CPU forward's math) — per request, per audio second, the real-time factor one core spent
+    on that work alone caps a pod at, and every thread group's CPU per request."""
     features = stage_cpu_s.get("features", 0.0)
-    forward = stage_cpu_s.get("inference", 0.0) - features
+    forward = stage_cpu_s.get("inference", 0.0) - features + thread_cpu_s.get("native", 0.0)
     outside = max(server_cpu_s - forward, 0.0)
     return {
         "forward_ms_per_audio_s": round(1000 * forward / audio_s, 3),
@@ -62,7 +64,16 @@ def around_the_forward(server_cpu_s: float, stage_cpu_s: dict[str, float], ok: i
         "outside_forward_ms_per_request": round(1000 * outside / ok, 3),
         "outside_forward_ms_per_audio_s": round(1000 * outside / audio_s, 3),
         "rtfx_ceiling_per_core": round(audio_s / outside, 1) if outside > 0 else float("inf"),
+        "threads_ms_per_request": {k: round(1000 * v / ok, 3) for k, v in sorted(thread_cpu_s.items())},
     }
+
+
+def _pooled(per_cell: Sequence[dict[str, float] | None]) -> dict[str, float]:
+    pooled: dict[str, float] = {}
+    for values in per_cell:
+        for k, v in (values or {}).items():
+            pooled[k] = pooled.get(k, 0.0) + v
+    return pooled
 
 
 def summarize(cells: Sequence[CellResult]) -> dict[str, Any]:
@@ -79,7 +90,7 @@ def summarize(cells: Sequence[CellResult]) -> dict[str, Any]:
         if s.status != 200:
             errors[str(s.status)] = errors.get(str(s.status), 0) + 1
     audio = sum(s.audio_s for s in ok)
-    cpu: dict[str, float | None] = {}
+    cpu: dict[str, Any] = {}
     for who in ("server", "client"):
         values = [getattr(c, f"{who}_cpu_s") for c in cells]
         if values and all(v is not None for v in values) and ok:
@@ -88,10 +99,10 @@ def summarize(cells: Sequence[CellResult]) -> dict[str, Any]:
             cpu[f"{who}_ms_per_request"] = round(1000 * total / len(ok), 3)
             cpu[f"{who}_ms_per_audio_s"] = round(1000 * total / audio, 3) if audio else None
             cpu[f"{who}_cores_busy"] = round(total / wall, 3) if wall > 0 else None
-    stage_cpu = [c.server_stage_cpu_s for c in cells]
-    if "server_s" in cpu and audio and all(stage_cpu):
-        pooled = {k: sum(st.get(k, 0.0) for st in stage_cpu if st) for k in ("inference", "features")}
-        cpu.update(around_the_forward(float(cpu["server_s"] or 0.0), pooled, len(ok), audio))
+    if "server_s" in cpu and audio and all(c.server_stage_cpu_s for c in cells):
+        stages = _pooled([c.server_stage_cpu_s for c in cells])
+        threads = _pooled([c.server_thread_cpu_s for c in cells])
+        cpu.update(around_the_forward(float(cpu["server_s"] or 0.0), stages, threads, len(ok), audio))
     return {
         "requests": len(samples),
         "ok": len(ok),

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .thread_cpu import ThreadCpuCollector
+
 STAGES = ("decode", "vad", "prepare", "features", "inference", "postprocess")
 CPU_STAGES = ("features", "inference")  # the inference thread's CPU time (asr_stage_cpu_seconds_total)
 _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 256)
@@ -148,6 +150,7 @@ class Metrics:
             self.active_streams.labels(kind=kind)
         for outcome in ("sent", "unchanged", "shed", "revised"):
             self.stream_partials_total.labels(outcome=outcome)
+        r.register(ThreadCpuCollector())
         for stage in STAGES:  # pre-create the label sets so every series exists from the first scrape
             self.stage_duration_seconds.labels(stage=stage)
         for stage in CPU_STAGES:

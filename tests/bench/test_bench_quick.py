@@ -47,6 +47,7 @@ def test_json_structure(quick_run: tuple[Path, str]) -> None:
             assert 0 < cpu["outside_forward_ms_per_audio_s"] <= cpu["server_ms_per_audio_s"]
             assert cpu["forward_ms_per_audio_s"] > 0 and cpu["features_ms_per_audio_s"] > 0
             assert cpu["rtfx_ceiling_per_core"] == pytest.approx(1000 / cpu["outside_forward_ms_per_audio_s"], rel=0.01)
+            assert {"MainThread", "asr-decode", "asr-inference"} <= set(cpu["threads_ms_per_request"])
     for cell in result["closed_loop"]["cells"]:
         server = cell["server"]  # our server's /metrics deltas
         assert server["items"] == cell["ok"], "every request is one item in exactly one batch"
