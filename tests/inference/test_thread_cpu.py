@@ -25,9 +25,7 @@ def _burn(seconds: float, burned: threading.Barrier, release: threading.Event) -
 
 def test_python_threads_are_grouped_by_name_without_their_pool_index() -> None:
     burned, release = threading.Barrier(3), threading.Event()
-    threads = [
-        threading.Thread(target=_burn, args=(0.2, burned, release), name=f"asr-test-burn_{i}") for i in range(2)
-    ]
+    threads = [threading.Thread(target=_burn, args=(0.2, burned, release), name=f"asr-test-burn_{i}") for i in range(2)]
     for t in threads:
         t.start()
     try:
