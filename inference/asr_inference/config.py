@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     device: Device = "auto"
     """auto (cuda when available, else cpu) | cpu | cuda | cuda:N."""
 
+    inference_workers: int = Field(0, ge=0, le=16)
+    """Inference workers, each with its own copy of the model and its own thread; a batch goes to the idle one that
+    has been busy least. 0 = one per GPU this process sees when `device` is auto or cuda on a CUDA machine (every
+    GPU of the pod), else one. On CPU more than one only splits the cores (and holds a model copy each)."""
+
     precision: Precision = "fp32"
     """Requested compute precision. fp16/bf16 run under autocast and are checked against fp32 at warm-up: NaN/inf,
     per-frame best tokens agreeing on fewer than `precision_min_agreement` of the frames, or transcripts further than

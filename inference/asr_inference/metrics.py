@@ -59,6 +59,19 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.device_batches_total = Counter(
+            "asr_device_batches",
+            "Batches run per inference worker (one per GPU of the pod; its device as label).",
+            ["device"],
+            registry=r,
+        )
+        self.device_busy_seconds_total = Counter(
+            "asr_device_busy_seconds",
+            "Seconds each inference worker spent running batches (features + forward): its rate is the worker's "
+            "utilisation.",
+            ["device"],
+            registry=r,
+        )
         self.stage_cpu_seconds_total = Counter(
             "asr_stage_cpu_seconds",
             "CPU seconds of the inference thread per stage: inference (whole batches, features included) and "

@@ -69,6 +69,7 @@ def _ready_body(state: ServerState, loaded: Loaded) -> dict[str, Any]:
         "model": info.name,
         "family": info.family,
         "device": info.device,
+        "workers": [w.label for w in loaded.engine.workers],  # one per device (every GPU of the pod)
         "precision": info.precision,
         "requested_precision": info.requested_precision,
         "precision_fallback_reason": info.precision_fallback_reason,

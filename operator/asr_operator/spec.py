@@ -109,7 +109,7 @@ class ResourceLimits(_Model):
 
 
 class Resources(_Model):
-    gpus: int | None = Field(default=None, ge=0, le=1)  # one server process uses one GPU (CRD: CEL message)
+    gpus: int | None = Field(default=None, ge=0, le=16)  # the server runs one inference worker per GPU
     gpu_resource_name: str = "nvidia.com/gpu"
     requests: ResourceRequests = ResourceRequests()
     limits: ResourceLimits = ResourceLimits()

@@ -40,7 +40,7 @@ INVALID: dict[str, tuple[dict[str, Any], str]] = {
     "fp16-on-cpu": (_with(device="cpu", precision="fp16"), "precision fp16 needs device cuda"),
     "gpus-on-cpu": (_with(device="cpu", resources__gpus=1), "resources.gpus > 0 needs device cuda"),
     "cuda-zero-gpus": (_with(resources__gpus=0), "device cuda needs resources.gpus >= 1"),
-    "two-gpus": (_with(resources__gpus=2), "one inference server uses one GPU"),
+    "seventeen-gpus": (_with(resources__gpus=17), "gpus in body should be less than or equal to 16"),
     "min-above-max": (
         _with(autoscaling={"enabled": True, "engine": "hpa", "minReplicas": 5, "maxReplicas": 2}),
         "autoscaling.minReplicas must be <= autoscaling.maxReplicas",

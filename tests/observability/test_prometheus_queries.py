@@ -151,6 +151,16 @@ PLAUSIBLE: list[tuple[str, str, Callable[[list[float]], bool]]] = [
     ("asr_batch_retries_total", "no batch failed", lambda vs: set(vs) == {0.0}),
     ("asr_device_errors_total", "no device error on a healthy server", lambda vs: set(vs) == {0.0}),
     ("asr_cache_hits_total", "some hits, some misses", lambda vs: _between(0, 1)(vs) and 0 < max(vs) < 1),
+    (
+        "asr_device_busy_seconds_total",
+        "the worker runs batches, at most all the time",
+        lambda vs: _between(0, 1.05)(vs) and max(vs) > 0,
+    ),
+    (
+        "asr_thread_cpu_seconds_total",
+        "threads use CPU, at most the machine's cores",
+        lambda vs: min(vs) >= 0 and 0 < max(vs) <= 64,
+    ),
 ]
 
 

@@ -155,6 +155,7 @@ VALID = {
         "model": {"source": "zai-org/GLM-ASR-Nano-2512", "family": "glm-asr", "hub": "huggingface"}
     },
     "keda-scale-to-zero": _with(autoscaling={**KEDA_OK, "minReplicas": 0}),
+    "eight-gpus": _with(resources__gpus=8),  # one inference worker per GPU
     "disabled-autoscaling-min-zero": _with(autoscaling={"enabled": False, "engine": "hpa", "minReplicas": 0}),
 }
 
@@ -162,7 +163,6 @@ INVALID_CEL = {
     "fp16-on-cpu": (_with(device="cpu", precision="fp16"), "fp16 needs device cuda"),
     "gpus-on-cpu": (_with(device="cpu", resources__gpus=1), "gpus > 0 needs device cuda"),
     "cuda-zero-gpus": (_with(resources__gpus=0), "device cuda needs resources.gpus"),
-    "two-gpus": (_with(resources__gpus=2), "one inference server uses one GPU"),
     "min-above-max": (
         _with(autoscaling={"enabled": True, "engine": "hpa", "minReplicas": 5, "maxReplicas": 2}),
         "minReplicas must be <= autoscaling.maxReplicas",
@@ -236,6 +236,7 @@ SCHEMA_INVALID = {
     "bad-family": {"model": {"source": "x", "family": "kaldi"}},
     "batch-too-big": _with(batching={"maxBatchSize": 5000}),
     "negative-replicas": _with(replicas=-1),
+    "seventeen-gpus": _with(resources__gpus=17),
     "min-replicas-negative": _with(autoscaling={"minReplicas": -1}),
     "empty-scaler-address": _with(autoscaling={**KEDA_OK, "minReplicas": 0, "httpAddon": {"scalerAddress": ""}}),
     "unknown-field": _with(colour="blue"),

@@ -206,8 +206,9 @@ def test_gpus_default_follows_the_device() -> None:
     assert parse_spec({"model": {"source": "x"}}).gpus == 1
     assert parse_spec({"model": {"source": "x"}, "device": "cpu"}).gpus == 0
     assert parse_spec({"model": {"source": "x"}, "resources": {"gpus": 1}}).gpus == 1
-    with pytest.raises(ValueError, match="less than or equal to 1"):  # one server process uses one GPU
-        parse_spec({"model": {"source": "x"}, "resources": {"gpus": 2}})
+    assert parse_spec({"model": {"source": "x"}, "resources": {"gpus": 8}}).gpus == 8  # one inference worker each
+    with pytest.raises(ValueError, match="less than or equal to 16"):
+        parse_spec({"model": {"source": "x"}, "resources": {"gpus": 17}})
 
 
 # --- settings, CLI, metrics ---------------------------------------------------------------------------------
