@@ -23,7 +23,7 @@ class ServerConfig:
     """One side of the comparison."""
 
     name: str
-    kind: str  # "ours" | "funasr-server" | "funasr-onnx" | "transformers-pipeline" | "external"
+    kind: str  # "ours" | "funasr-server" | "funasr-onnx" | "sherpa-onnx" | "transformers-pipeline" | "external"
     description: str
     max_batch_size: int = 1
     precision: str = "fp32"
@@ -33,7 +33,8 @@ class ServerConfig:
 
     @property
     def ready_path(self) -> str:
-        return "/health" if self.kind in ("funasr-server", "funasr-onnx", "transformers-pipeline") else "/readyz"
+        peers = ("funasr-server", "funasr-onnx", "sherpa-onnx", "transformers-pipeline")
+        return "/health" if self.kind in peers else "/readyz"
 
     @property
     def form(self) -> dict[str, str]:
@@ -90,6 +91,18 @@ def standard_configs(max_batch_size: int, max_wait_ms: float, server_args: list[
             "transformers-pipeline",
             "transformers-pipeline",
             "transformers per request, one at a time: Whisper's pipeline, GLM-ASR's model-card recipe",
+        ),
+        "sherpa-onnx": ServerConfig(
+            "sherpa-onnx",
+            "sherpa-onnx",
+            "sherpa-onnx's offline SenseVoice recognizer (C++ features, ONNX Runtime, CTC) on the model's export, "
+            "one at a time",
+        ),
+        "sherpa-onnx-int8": ServerConfig(
+            "sherpa-onnx-int8",
+            "sherpa-onnx",
+            "sherpa-onnx's offline SenseVoice recognizer on ONNX Runtime's dynamic INT8 of the export, one at a time",
+            extra_args=["--quantize"],
         ),
         "funasr-onnx-int8": ServerConfig(
             "funasr-onnx-int8",
@@ -182,6 +195,9 @@ class ServerProcess:
             ]
         if c.kind == "funasr-onnx":  # no server of its own: a thin one around its Python API (onnx_peer.py)
             return [sys.executable, "-m", "asr_bench.onnx_peer", "--model", str(self.model), "--ncpu", str(self.ncpu),
+                    "--host", HOST, "--port", str(self.port), *c.extra_args]  # fmt: skip
+        if c.kind == "sherpa-onnx":  # its Python API behind the same thin server (sherpa_peer.py)
+            return [sys.executable, "-m", "asr_bench.sherpa_peer", "--model", str(self.model), "--ncpu", str(self.ncpu),
                     "--host", HOST, "--port", str(self.port), *c.extra_args]  # fmt: skip
         if c.kind == "transformers-pipeline":  # no server of its own either (hf_peer.py)
             return [sys.executable, "-m", "asr_bench.hf_peer", "--model", str(self.model), "--ncpu", str(self.ncpu),
