@@ -298,6 +298,8 @@ def table(report: dict[str, Any]) -> str:
         by_bs = " ".join(f"{r['batch_size']}:{r['features_forward_rtfx']}" for r in raw["by_batch_size"])
         used = raw["precision_used"] + (" (TF32)" if raw["tf32"] else "")
         lines.append(f"  {label:5} used {used:12} {by_bs}  gate {raw['precision_check']}")
+        features = " ".join(f"{r['batch_size']}:{r['features_ms_per_audio_s']}" for r in raw["by_batch_size"])
+        lines.append(f"        features on the device, ms per audio s by batch size: {features}")
     s = report["served"]
     lines.append(f"served {s['precision']}: cold start {s['cold_start_s']} s")
     for c in s["cells"]:
