@@ -1,6 +1,6 @@
-"""`--runtime onnx [--quantize int8]`: the SenseVoice forward exported to ONNX (cached) and run by ONNX Runtime,
-served only when it passes the warm-up gate against the PyTorch forward; batched == alone; refused with the reason
-in /readyz otherwise."""
+"""`--runtime onnx [--quantize int8]`: the SenseVoice forward (Paraformer's encoder) exported to ONNX (cached) and
+run by ONNX Runtime, served only when it passes the warm-up gate against the PyTorch forward; batched == alone;
+refused with the reason in /readyz otherwise."""
 
 from __future__ import annotations
 
@@ -149,3 +149,22 @@ def test_asr_export_builds_the_graph_a_start_then_loads(tmp_path: Path, capsys: 
     with pytest.raises(SystemExit) as invalid:  # argparse refuses a choice that does not exist, as asr-serve does
         export.main(["--quantize", "int4"])
     assert invalid.value.code == 2
+
+
+async def test_onnx_runs_paraformers_encoder_like_pytorch(
+    paraformer_dir: Path, speech_files: dict[str, Path], tmp_path: Path
+) -> None:
+    """Paraformer through `--runtime onnx`: its encoder (funasr's export form of it, masks from the lengths) in ONNX
+    Runtime, CIF and decoder in PyTorch; the same transcripts as PyTorch, alone and batched."""
+    clips = [speech_files[c] for c in ("short_hello.wav", "digits_a.wav", "digits_b.wav", "sentence_d.wav")]
+    async with serve(model=str(paraformer_dir), cache_entries=0) as (_, client):
+        pytorch = await _texts(client, clips, together=False)
+    settings = {"runtime": "onnx", "onnx_cache_dir": str(tmp_path), "max_batch_size": 4, "max_wait_ms": 200}
+    async with serve(model=str(paraformer_dir), cache_entries=0, **settings) as (app, client):
+        ready = (await client.get("/readyz")).json()
+        alone = await _texts(client, clips, together=False)
+        together = await _texts(client, clips, together=True)
+        assert app.state.asr.backend._onnx is not None
+    assert ready["family"] == "paraformer" and ready["runtime"] == "onnx" and ready["runtime_fallback_reason"] is None
+    assert any(pytorch) and alone == pytorch and together == alone
+    assert sorted(p.name for p in tmp_path.rglob("*.onnx")) == ["model.onnx"]

@@ -171,8 +171,8 @@ class FunASRBackend:
         self._onnx = None
         self.info.requested_runtime, self.info.quantize = settings.runtime, settings.quantize
         if settings.runtime == "onnx":
-            if self._sv_forward is None:
-                reason = f"the onnx runtime covers SenseVoice models; this {self.family} model runs on PyTorch"
+            if not isinstance(self._family, SenseVoice | Paraformer):
+                reason = f"the onnx runtime covers SenseVoice and Paraformer; this {self.family} model runs on PyTorch"
             elif self.precision != "fp32":
                 reason = f"the onnx runtime runs fp32 (or int8) graphs; precision {self.precision} was asked for"
             else:
@@ -183,14 +183,16 @@ class FunASRBackend:
         self.info.runtime_fallback_reason = reason
 
     def _try_onnx(self, items: Sequence[Prepared], reference: BatchOutput) -> str | None:
-        assert self._sv_forward is not None and self._family is not None
+        assert isinstance(self._family, SenseVoice | Paraformer)
         label = "onnx int8" if self.settings.quantize == "int8" else "onnx"
         options = [DecodeOptions()] * len(items)
         try:
-            example = self._sensevoice_inputs(items[:2], options[:2])
+            with torch.no_grad():
+                module, example, signature = self._family.onnx_export(items[:2], options[:2])
             cache = self.settings.onnx_cache_dir or onnx_forward.default_cache_dir()
-            path = onnx_forward.prepared_graph(self._sv_forward, example, self._weights, self.settings.quantize, cache)
-            forward = onnx_forward.OnnxForward(path, torch.get_num_threads(), self.device)
+            quantize = self.settings.quantize
+            path = onnx_forward.prepared_graph(module, example, self._weights, quantize, cache, signature)
+            forward = onnx_forward.OnnxForward(path, torch.get_num_threads(), self.device, signature)
             with torch.inference_mode():
                 candidate = self._family.run(items, options, "fp32", forward)
         except Exception as exc:  # an export or a runtime that fails is a refused optimisation, not a failed start
@@ -252,7 +254,8 @@ class FunASRBackend:
 
     def _run(self, items: Sequence[Prepared], options: Sequence[DecodeOptions], precision: str) -> BatchOutput:
         assert self._family is not None
-        runtime = (self._onnx or self._sv_graph) if precision == self.precision else None  # SenseVoice only
+        # ONNX (SenseVoice's forward, Paraformer's encoder) or the traced graph (SenseVoice), at the serving precision
+        runtime = (self._onnx or self._sv_graph) if precision == self.precision else None
         if runtime is not None:  # no autocast: ONNX runs fp32; the graph was traced under it and replays its casts
             with torch.inference_mode():
                 return self._family.run(items, options, precision, runtime)

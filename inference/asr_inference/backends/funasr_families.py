@@ -13,6 +13,7 @@ the last real frames. Fun-ASR-Nano: waveforms to the model's own inference (its 
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -22,6 +23,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..features import FastFbank
 from ..metrics import Metrics
+from . import onnx_forward
 from .base import BatchOutput, DecodeOptions, ItemResult, Prepared, Token
 from .graph import ForwardFn, SenseVoiceForward
 
@@ -39,6 +41,7 @@ class _Featured:
     def __init__(self, model: Any, tokenizer: Any, features: FastFbank, device: torch.device, metrics: Metrics | None):
         self.model, self.tokenizer, self.features = model, tokenizer, features
         self.device, self.metrics = device, metrics
+        self.features_dim = int(features.frontend.n_mels) * features.lfr_m  # what the encoder takes per frame
 
     def prepare(self, wave: torch.Tensor, duration: float) -> Prepared:
         if self.features.batchable(len(wave)):  # features later, with the batch (`batch_features`)
@@ -71,6 +74,12 @@ class SenseVoice(_Featured):
         super().__init__(model, tokenizer, features, device, metrics)
         self.languages = frozenset(model.lid_dict)
         self.forward = SenseVoiceForward(model).eval()  # the module the graph and ONNX runtimes are made from
+
+    def onnx_export(
+        self, items: Sequence[Prepared], options: Sequence[DecodeOptions]
+    ) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], onnx_forward.Signature]:
+        """The whole batched forward (prompts, encoder, CTC logits) for ONNX, with `items` as the example."""
+        return self.forward, self.inputs(items, options), onnx_forward.SENSEVOICE
 
     def inputs(
         self, items: Sequence[Prepared], options: Sequence[DecodeOptions]
@@ -128,6 +137,17 @@ class SenseVoice(_Featured):
 class Paraformer(_Featured):
     """Paraformer: encoder, CIF predictor (padding zeroed first), non-autoregressive decoder."""
 
+    def onnx_export(
+        self, items: Sequence[Prepared], options: Sequence[DecodeOptions]
+    ) -> tuple[torch.nn.Module, tuple[torch.Tensor, ...], onnx_forward.Signature]:
+        """The encoder — most of the work — for ONNX: funasr's own export form of it (masks computed from the
+        lengths in the graph, not traced as constants as the training form's are), on a copy, since it rewraps
+        the layers it is given. The CIF predictor's data-dependent firing and the decoder stay in PyTorch."""
+        from funasr.models.sanm.encoder import SANMEncoderExport
+
+        encoder = SANMEncoderExport(copy.deepcopy(self.model.encoder), feats_dim=self.features_dim, onnx=True)
+        return encoder.eval(), self.batch_features(items), onnx_forward.PARAFORMER_ENCODER
+
     def run(
         self,
         items: Sequence[Prepared],
@@ -139,7 +159,10 @@ class Paraformer(_Featured):
 
         m = self.model
         speech, lengths = self.batch_features(items)
-        encoder_out, encoder_lens = m.encode(speech, lengths)
+        if forward is not None:  # the encoder in another runtime (ONNX); CIF and decoder stay PyTorch's
+            encoder_out, encoder_lens = forward(speech, lengths)
+        else:
+            encoder_out, encoder_lens = m.encode(speech, lengths)
         if isinstance(encoder_out, tuple):
             encoder_out = encoder_out[0]
         # Zero padded frames: CifPredictorV2's convolution would otherwise mix them into real frames' alphas.

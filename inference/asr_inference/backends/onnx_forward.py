@@ -1,4 +1,5 @@
-"""`--runtime onnx`: the batched SenseVoice forward exported to ONNX, optionally INT8-quantized, run by ONNX Runtime.
+"""`--runtime onnx`: the batched SenseVoice forward (or Paraformer's encoder) exported to ONNX, optionally
+INT8-quantized, run by ONNX Runtime.
 
 Why: on CPU pods PyTorch eager is the slow runtime for these models (FunASR itself ships `funasr-onnx` for CPU).
 What is exported is exactly `graph.SenseVoiceForward` — prompt embeddings, encoder, CTC logits for a padded batch
@@ -21,6 +22,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +30,48 @@ import torch
 
 log = logging.getLogger("asr_inference.onnx")
 OPSET = 17
-RECIPE = "sensevoice-forward-v1"  # bump when what is exported changes: old cache entries are then never read
-INPUTS = ("feats", "lengths", "language", "textnorm")
-OUTPUTS = ("logits", "lengths_out")
-DYNAMIC_AXES = {
-    "feats": {0: "batch", 1: "frames"},
-    "lengths": {0: "batch"},
-    "language": {0: "batch"},
-    "textnorm": {0: "batch"},
-    "logits": {0: "batch", 1: "out_frames"},
-    "lengths_out": {0: "batch"},
-}
 
 
-def cache_key(weights: Path | None, quantize: str) -> str:
+@dataclass(frozen=True)
+class Signature:
+    """What a graph takes and gives (names, dynamic axes) and its recipe: bump the recipe when what is exported
+    changes, and old cache entries are never read again."""
+
+    recipe: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+SENSEVOICE = Signature(  # graph.SenseVoiceForward: prompt embeddings, encoder, CTC logits
+    "sensevoice-forward-v1",
+    ("feats", "lengths", "language", "textnorm"),
+    ("logits", "lengths_out"),
+    {
+        "feats": {0: "batch", 1: "frames"},
+        "lengths": {0: "batch"},
+        "language": {0: "batch"},
+        "textnorm": {0: "batch"},
+        "logits": {0: "batch", 1: "out_frames"},
+        "lengths_out": {0: "batch"},
+    },
+)
+PARAFORMER_ENCODER = Signature(  # funasr's export form of the SAN-M encoder (masks from lengths, not baked)
+    "paraformer-encoder-v1",
+    ("feats", "lengths"),
+    ("encoder_out", "encoder_lens"),
+    {
+        "feats": {0: "batch", 1: "frames"},
+        "lengths": {0: "batch"},
+        "encoder_out": {0: "batch", 1: "frames"},
+        "encoder_lens": {0: "batch"},
+    },
+)
+
+
+def cache_key(weights: Path | None, quantize: str, signature: Signature = SENSEVOICE) -> str:
     """What the exported file depends on: the weights, the recipe, the opset, torch (the exporter) and quantization."""
-    digest = hashlib.sha256(f"{RECIPE}|{OPSET}|{torch.__version__}|{quantize}".encode())
+    digest = hashlib.sha256(f"{signature.recipe}|{OPSET}|{torch.__version__}|{quantize}".encode())
     if weights is not None and weights.is_file():
         with weights.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
@@ -70,7 +98,9 @@ def _written_atomically(path: Path) -> Iterator[str]:
             os.unlink(tmp)
 
 
-def export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path) -> None:
+def export(
+    module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, signature: Signature = SENSEVOICE
+) -> None:
     """Export `module` (fp32) with dynamic batch/length axes."""
     with _written_atomically(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings: the warm-up gate decides whether the graph is right
@@ -80,9 +110,9 @@ def export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Pat
             tmp,
             dynamo=False,  # the TorchScript-based exporter: no onnxscript dependency, SenseVoice exports as is
             opset_version=OPSET,
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
-            dynamic_axes=DYNAMIC_AXES,
+            input_names=list(signature.inputs),
+            output_names=list(signature.outputs),
+            dynamic_axes=signature.dynamic_axes,
         )
 
 
@@ -96,17 +126,22 @@ def quantize_int8(source: Path, path: Path) -> None:
 
 
 def prepared_graph(
-    module: torch.nn.Module, example: tuple[torch.Tensor, ...], weights: Path | None, quantize: str, cache_dir: Path
+    module: torch.nn.Module,
+    example: tuple[torch.Tensor, ...],
+    weights: Path | None,
+    quantize: str,
+    cache_dir: Path,
+    signature: Signature = SENSEVOICE,
 ) -> Path:
     """The ONNX file to serve: from the cache, or exported (and quantized) into it now."""
-    entry = cache_dir / cache_key(weights, quantize)
+    entry = cache_dir / cache_key(weights, quantize, signature)
     fp32 = entry / "model.onnx"
     target = entry / "model.int8.onnx" if quantize == "int8" else fp32
     if target.is_file():
         log.info("onnx graph from the cache: %s", target)
         return target
     if not fp32.is_file():
-        export(module, example, fp32)
+        export(module, example, fp32, signature)
     if quantize == "int8":
         quantize_int8(fp32, target)
     log.info("onnx graph exported to %s", target)
@@ -114,9 +149,10 @@ def prepared_graph(
 
 
 class OnnxForward:
-    """Runs the exported forward with ONNX Runtime; called like `SenseVoiceForward` (torch tensors in and out)."""
+    """Runs an exported graph with ONNX Runtime; called like the module it was exported from (torch tensors in,
+    torch tensors on the module's device out)."""
 
-    def __init__(self, path: Path, threads: int, device: torch.device) -> None:
+    def __init__(self, path: Path, threads: int, device: torch.device, signature: Signature = SENSEVOICE) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -127,10 +163,10 @@ class OnnxForward:
         if device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, ("CUDAExecutionProvider", {"device_id": device.index or 0}))
         self.session = ort.InferenceSession(str(path), options, providers=providers)
-        self.path = path
+        self.path, self.signature, self.device = path, signature, device
         self.provider = self.session.get_providers()[0]
 
     def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feeds = {name: t.detach().cpu().numpy() for name, t in zip(INPUTS, inputs, strict=True)}
-        logits, lengths = self.session.run(list(OUTPUTS), feeds)  # releases the GIL while it computes
-        return torch.from_numpy(logits), torch.from_numpy(lengths)
+        feeds = {name: t.detach().cpu().numpy() for name, t in zip(self.signature.inputs, inputs, strict=True)}
+        first, second = self.session.run(list(self.signature.outputs), feeds)  # releases the GIL while it computes
+        return torch.from_numpy(first).to(self.device), torch.from_numpy(second).to(self.device)
