@@ -12,18 +12,13 @@ Its ONNX Runtime session gets `--ncpu` intra-op threads, as our server gets torc
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import logging
-import os
 import re
 import threading
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from .peer_http import app, read_wav
+from .peer_http import read_wav, run_onnx_peer
 
 log = logging.getLogger("asr_bench.onnx_peer")
 TAGS = re.compile(r"<\|[^|]*\|>")  # SenseVoice's language/emotion/event/itn tags, as funasr-server strips them
@@ -82,18 +77,7 @@ class Peer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m asr_bench.onnx_peer", description=__doc__)
-    parser.add_argument("--model", type=Path, required=True, help="a SenseVoice model directory")
-    parser.add_argument("--quantize", action="store_true", help="FunASR's INT8 export (model_quant.onnx)")
-    parser.add_argument("--ncpu", type=int, default=2, help="ONNX Runtime intra-op threads")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.ncpu))
-    peer = Peer(args.model.resolve(), args.quantize, args.ncpu)
-    with contextlib.suppress(KeyboardInterrupt):
-        web.run_app(app(peer), host=args.host, port=args.port, print=None)
+    run_onnx_peer("python -m asr_bench.onnx_peer", __doc__, Peer, argv)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
-"""The thin HTTP server every Python-API peer of `asr-bench` runs behind (funasr-onnx, transformers' pipeline):
+"""The thin HTTP server every Python-API peer of `asr-bench` runs behind (funasr-onnx, sherpa-onnx, transformers):
 `POST /v1/audio/transcriptions` (multipart `file`, a 16-kHz WAV) → `{"text"}`, `GET /health` once loaded. The
 peer's `transcribe(wav)` runs on a worker thread; the peer decides its own concurrency (a lock: one at a time)."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import io
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -50,3 +56,22 @@ def app(peer: Transcribes) -> web.Application:
     application = web.Application(client_max_size=64 << 20)
     application.add_routes([web.get("/health", health), web.post("/v1/audio/transcriptions", transcriptions)])
     return application
+
+
+def run_onnx_peer(
+    prog: str, description: str | None, make_peer: Callable[[Path, bool, int], Transcribes], argv: list[str] | None
+) -> None:
+    """The command line of a peer that runs a SenseVoice model directory on ONNX Runtime (funasr-onnx, sherpa-onnx):
+    `--model DIR [--quantize] --ncpu N --host H --port P`; `make_peer(model, quantize, ncpu)` loads it."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--model", type=Path, required=True, help="a SenseVoice model directory")
+    parser.add_argument("--quantize", action="store_true", help="the INT8 graph instead of the fp32 one")
+    parser.add_argument("--ncpu", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("OMP_NUM_THREADS", str(args.ncpu))
+    peer = make_peer(args.model.resolve(), args.quantize, args.ncpu)
+    with contextlib.suppress(KeyboardInterrupt):
+        web.run_app(app(peer), host=args.host, port=args.port, print=None)

@@ -97,8 +97,6 @@ class FastFbank:
         feats, lengths = self.batch([wave], wave.device)
         return feats[0, : int(lengths[0])]
 
-    __call__ = single
-
     def batch(self, waves: Sequence[torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of batchable 1-D waveforms, zero-padded: ((B, T, n_mels * lfr_m) on `device`, (B,) int64
         frame counts on the CPU)."""

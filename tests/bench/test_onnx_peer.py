@@ -12,7 +12,7 @@ from requirements_check import import_or_skip
 
 import_or_skip("funasr_onnx", "make venv installs it (pip install --no-deps funasr-onnx==0.4.3)")
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
-from asr_bench import onnx_peer  # noqa: E402
+from asr_bench import onnx_peer, peer_http  # noqa: E402
 from asr_inference.config import DEMO_MODEL_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +29,7 @@ async def test_funasr_onnx_peer_transcribes_over_http(tmp_path: Path, quantize: 
     assert sorted(p.name for p in model.iterdir()) == before  # the export went to the work directory
     exported = model.parent / "demo.funasr-onnx" / ("model_quant.onnx" if quantize else "model.onnx")
     assert exported.stat().st_size > 100_000
-    async with TestClient(TestServer(onnx_peer.app(peer))) as client:
+    async with TestClient(TestServer(peer_http.app(peer))) as client:
         assert (await client.get("/health")).status == 200
         form = {"file": SAMPLE.read_bytes()}
         response = await client.post("/v1/audio/transcriptions", data=form)

@@ -13,7 +13,7 @@ from requirements_check import import_or_skip
 
 import_or_skip("sherpa_onnx", "make venv installs it (the bench extra pins sherpa-onnx)")
 from aiohttp.test_utils import TestClient, TestServer  # noqa: E402
-from asr_bench import sherpa_peer  # noqa: E402
+from asr_bench import peer_http, sherpa_peer  # noqa: E402
 from asr_inference.config import DEMO_MODEL_DIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ async def test_sherpa_onnx_peer_transcribes_over_http(tmp_path: Path, quantize: 
     meta = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
     assert meta["lfr_window_size"] == "7" and meta["lfr_window_shift"] == "6" and meta["normalize_samples"] == "0"
     assert len(meta["neg_mean"].split(",")) == len(meta["inv_stddev"].split(",")) == 560
-    async with TestClient(TestServer(sherpa_peer.app(peer))) as client:
+    async with TestClient(TestServer(peer_http.app(peer))) as client:
         assert (await client.get("/health")).status == 200
         response = await client.post("/v1/audio/transcriptions", data={"file": SAMPLE.read_bytes()})
         body = await response.json()

@@ -60,9 +60,9 @@ class FunASRBackend:
         self.tokenizer: Any = None
         self._features: FastFbank | None = None
         self._family: Family | None = None
-        self._sv_forward: SenseVoiceForward | None = None  # SenseVoice's forward module (its runtimes are made from it)
         self._sv_graph: ForwardFn | None = None  # traced `_sv_forward` at the serving precision (set by `warm`)
-        self._onnx: ForwardFn | None = None  # `_sv_forward` in ONNX Runtime, once it passed the gate (`warm`)
+        # SenseVoice's forward or Paraformer's encoder in ONNX Runtime, once it passed the gate (`warm`)
+        self._onnx: ForwardFn | None = None
         self._weights: Path | None = None
 
     # ------------------------------------------------------------------ load
@@ -103,11 +103,15 @@ class FunASRBackend:
         self._weights = Path(self._am.kwargs["init_param"])
         self._family = self._family_of(detected)
         self.languages, self.supports_token_times = self._family.languages, self._family.supports_token_times
-        self._sv_forward = self._family.forward if isinstance(self._family, SenseVoice) else None
         self.info.family = self.family
         torch.set_num_threads(ncpu)
         self.info.tf32 = configure_tf32(self.device, self.settings.tf32)
         log.info("loaded %s (%s) on %s (TF32 %s)", self.source.ref, self.family, self.device, self.info.tf32)
+
+    @property
+    def _sv_forward(self) -> SenseVoiceForward | None:
+        """SenseVoice's batched forward module (its graph and ONNX runtimes are made from it); None otherwise."""
+        return self._family.forward if isinstance(self._family, SenseVoice) else None
 
     def _family_of(self, family: str) -> Family:
         if family == "fun-asr-nano":
